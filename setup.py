@@ -1,0 +1,17 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="sgg-plugins",
+    version="0.1.0",
+    description="Training-time regularizers (relation alignment, relational contrastive learning, "
+    "relationship probe) for scene graph generation codebases",
+    packages=find_packages(include=["sgg_plugins", "sgg_plugins.*"]),
+    python_requires=">=3.9",
+    # torch / torchvision are installed by the user for their CUDA version (see README).
+    install_requires=["numpy", "h5py", "Pillow", "yacs", "tqdm", "scipy", "matplotlib"],
+    extras_require={
+        "clip": ["open_clip_torch"],
+        "test": ["pytest", "open_clip_torch"],
+    },
+    entry_points={"console_scripts": ["sgg-plugins=sgg_plugins.cli:main"]},
+)

@@ -1,0 +1,1 @@
+"""Benchmark comparisons against baselines: run variants x seeds, then report."""

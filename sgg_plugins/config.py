@@ -1,0 +1,210 @@
+"""Configuration of the regularizers: defaults in one place, validation before the model is built.
+
+Follows detectron2's ``add_*_config(cfg)`` pattern: each regularizer adds its own node to the
+host's yacs ``cfg`` (``MODEL.ALIGN``, ``MODEL.RCL``, ``MODEL.PROBE``). The keys and defaults are
+those of ``METHODS.md``; every choice a paper leaves open is a key so that its ablations are config
+lines. ``validate_config`` runs before the host builds its model and names the offending key and
+the allowed values, so a typo never surfaces as a traceback from deep inside training.
+
+This module does not import yacs at module level: the host brings its own ``CfgNode`` class and we
+build the nodes with that class (``type(cfg)``), so merges from YAML and opts behave as the host's.
+"""
+
+ALIGN_HEADS = ("untied_mlp", "untied_linear", "tied")
+ALIGN_LOSSES = ("kl", "supervised")
+ALIGN_TARGETS = ("original",)
+KL_DIRECTIONS = ("forward", "reverse")
+RCL_LEVELS = ("dual", "triple", "unary")
+PROBE_FEATURES = ("edge_ctx", "obj_ctx")
+
+# Predictors of Scene-Graph-Benchmark.pytorch the regularizers know how to mirror / read.
+SUPPORTED_PREDICTORS = {
+    "align": ("MotifPredictor", "VCTreePredictor", "TransformerPredictor", "IMPPredictor",
+              "CausalAnalysisPredictor"),
+    "rcl": ("MotifPredictor", "VCTreePredictor", "TransformerPredictor", "IMPPredictor"),
+    "probe": ("MotifPredictor", "VCTreePredictor", "TransformerPredictor", "IMPPredictor"),
+}
+
+ALIGN_DEFAULTS = dict(
+    ENABLED=False,
+    MASK_PROB=0.1,  # p of Eq. 1
+    WEIGHT=10.0,  # lambda of Eq. 3
+    HEAD="untied_mlp",
+    LOSS="kl",
+    TARGET="original",
+    KL_DIRECTION="forward",  # KL(P_orig || P_masked): the original is the reference distribution
+    USE_FREQ_BIAS=False,
+    DETACH_INPUT=True,
+)
+
+RCL_DEFAULTS = dict(
+    ENABLED=False,
+    WEIGHT=1.0,
+    LEVELS="dual",
+    TEMPERATURE=0.07,  # tau of Eq. 4
+    GAMMA=0.5,  # gamma of Eq. 5
+    SYNONYM_THRESHOLD=0.7,  # epsilon of Eq. 7
+    MIN_SIMILARITY=0.0,  # eta of Eq. 7
+    WEIGHTED_NEGATIVES=True,
+    EMBED_DIM=512,
+    TEXT_EMBEDDINGS="",
+    CLIP_MODEL="ViT-B-32",
+    CLIP_PRETRAINED="openai",
+    PROMPT="a photo of a {subject} {predicate} {object}",
+    OBJECT_PROMPT="a photo of a {object}",
+)
+
+PROBE_DEFAULTS = dict(
+    ENABLED=False,
+    WEIGHT=1.0,
+    RANK=128,  # k of Eq. 2
+    FEATURE="edge_ctx",
+    MAX_DISTANCE=4,
+    CONTRAST_WEIGHT=0.5,
+    TEMPERATURE=0.1,  # tau of Eq. 6
+    MASK_PROB=0.1,  # masking of the second view's context input when ALIGN is off
+)
+
+NODES = {"ALIGN": ALIGN_DEFAULTS, "RCL": RCL_DEFAULTS, "PROBE": PROBE_DEFAULTS}
+
+
+class ConfigError(ValueError):
+    """A plug-in config value is out of range or unknown; raised before the model is built."""
+
+
+def _add_node(cfg, name, defaults):
+    node_cls = type(cfg)
+    if name not in cfg.MODEL:
+        cfg.MODEL[name] = node_cls()
+    node = cfg.MODEL[name]
+    for key, value in defaults.items():
+        if key not in node:
+            node[key] = value
+
+
+def add_align_config(cfg):
+    """Add ``MODEL.ALIGN`` (relation alignment, seed 002) to a yacs config."""
+    _add_node(cfg, "ALIGN", ALIGN_DEFAULTS)
+
+
+def add_rcl_config(cfg):
+    """Add ``MODEL.RCL`` (relational contrastive learning, seed 001) to a yacs config."""
+    _add_node(cfg, "RCL", RCL_DEFAULTS)
+
+
+def add_probe_config(cfg):
+    """Add ``MODEL.PROBE`` (relationship probe, seed 000) to a yacs config."""
+    _add_node(cfg, "PROBE", PROBE_DEFAULTS)
+
+
+def add_sgg_plugins_config(cfg):
+    """Add every regularizer's node. Idempotent: keys already present keep their values."""
+    add_align_config(cfg)
+    add_rcl_config(cfg)
+    add_probe_config(cfg)
+    return cfg
+
+
+def _fail(key, value, allowed):
+    raise ConfigError(f"{key} = {value!r} is not allowed; expected {allowed}.")
+
+
+def _check_choice(node, prefix, key, choices):
+    if node[key] not in choices:
+        _fail(f"{prefix}.{key}", node[key], "one of " + ", ".join(repr(c) for c in choices))
+
+
+def _check_range(node, prefix, key, low, high, low_open=False, high_open=False):
+    value = node[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _fail(f"{prefix}.{key}", value, "a number")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        _fail(f"{prefix}.{key}", value, f"a number in {left}{low}, {high}{right}")
+
+
+def _check_bool(node, prefix, key):
+    if not isinstance(node[key], bool):
+        _fail(f"{prefix}.{key}", node[key], "True or False")
+
+
+def _check_predictor(cfg, which, node_name):
+    predictor = cfg.MODEL.ROI_RELATION_HEAD.PREDICTOR
+    base = predictor[len("Align"):] if predictor.startswith("Align") else predictor
+    if base not in SUPPORTED_PREDICTORS[which]:
+        raise ConfigError(
+            f"MODEL.{node_name}.ENABLED is True but MODEL.ROI_RELATION_HEAD.PREDICTOR = {predictor!r} "
+            f"is not supported by it; supported: {', '.join(SUPPORTED_PREDICTORS[which])}."
+        )
+
+
+def validate_config(cfg):
+    """Check every plug-in key of ``cfg``; raise :class:`ConfigError` naming the key and allowed values.
+
+    Only enabled regularizers are checked against the predictor, but all values are range-checked
+    so that a typo in a disabled node is still caught when it is switched on from the command line.
+    """
+    a = cfg.MODEL.ALIGN
+    p = "MODEL.ALIGN"
+    for key in ("ENABLED", "USE_FREQ_BIAS", "DETACH_INPUT"):
+        _check_bool(a, p, key)
+    _check_range(a, p, "MASK_PROB", 0.0, 1.0, high_open=True)
+    _check_range(a, p, "WEIGHT", 0.0, float("inf"))
+    _check_choice(a, p, "HEAD", ALIGN_HEADS)
+    _check_choice(a, p, "LOSS", ALIGN_LOSSES)
+    _check_choice(a, p, "TARGET", ALIGN_TARGETS)
+    _check_choice(a, p, "KL_DIRECTION", KL_DIRECTIONS)
+
+    r = cfg.MODEL.RCL
+    p = "MODEL.RCL"
+    for key in ("ENABLED", "WEIGHTED_NEGATIVES"):
+        _check_bool(r, p, key)
+    _check_range(r, p, "WEIGHT", 0.0, float("inf"))
+    _check_choice(r, p, "LEVELS", RCL_LEVELS)
+    _check_range(r, p, "TEMPERATURE", 0.0, float("inf"), low_open=True)
+    _check_range(r, p, "GAMMA", 0.0, 1.0)
+    _check_range(r, p, "SYNONYM_THRESHOLD", -1.0, 1.0)
+    _check_range(r, p, "MIN_SIMILARITY", -1.0, 1.0)
+    if r.MIN_SIMILARITY > r.SYNONYM_THRESHOLD:
+        raise ConfigError(
+            f"MODEL.RCL.MIN_SIMILARITY ({r.MIN_SIMILARITY}) must not exceed "
+            f"MODEL.RCL.SYNONYM_THRESHOLD ({r.SYNONYM_THRESHOLD}): no negative could remain."
+        )
+    if not isinstance(r.EMBED_DIM, int) or isinstance(r.EMBED_DIM, bool) or r.EMBED_DIM < 1:
+        _fail("MODEL.RCL.EMBED_DIM", r.EMBED_DIM, "a positive integer")
+    for key in ("PROMPT", "OBJECT_PROMPT"):
+        _check_prompt(r, key)
+
+    b = cfg.MODEL.PROBE
+    p = "MODEL.PROBE"
+    _check_bool(b, p, "ENABLED")
+    _check_range(b, p, "WEIGHT", 0.0, float("inf"))
+    if not isinstance(b.RANK, int) or isinstance(b.RANK, bool) or b.RANK < 1:
+        _fail("MODEL.PROBE.RANK", b.RANK, "a positive integer")
+    _check_choice(b, p, "FEATURE", PROBE_FEATURES)
+    if not isinstance(b.MAX_DISTANCE, int) or isinstance(b.MAX_DISTANCE, bool) or b.MAX_DISTANCE < 1:
+        _fail("MODEL.PROBE.MAX_DISTANCE", b.MAX_DISTANCE, "a positive integer")
+    _check_range(b, p, "CONTRAST_WEIGHT", 0.0, float("inf"))
+    _check_range(b, p, "TEMPERATURE", 0.0, float("inf"), low_open=True)
+    _check_range(b, p, "MASK_PROB", 0.0, 1.0, high_open=True)
+
+    if a.ENABLED:
+        _check_predictor(cfg, "align", "ALIGN")
+    if r.ENABLED:
+        _check_predictor(cfg, "rcl", "RCL")
+    if b.ENABLED:
+        _check_predictor(cfg, "probe", "PROBE")
+
+
+def _check_prompt(node, key):
+    fields = {"PROMPT": ("{subject}", "{predicate}", "{object}"), "OBJECT_PROMPT": ("{object}",)}[key]
+    missing = [f for f in fields if f not in node[key]]
+    if missing:
+        _fail(f"MODEL.RCL.{key}", node[key], "a template containing " + ", ".join(fields))
+
+
+def any_enabled(cfg):
+    return any(cfg.MODEL[name].ENABLED for name in NODES if name in cfg.MODEL)

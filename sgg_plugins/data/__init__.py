@@ -1,0 +1,1 @@
+"""Datasets written in the hosts' file formats."""

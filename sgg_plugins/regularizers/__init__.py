@@ -1,0 +1,1 @@
+"""Host-free regularizers: plain PyTorch modules and functions with tensor inputs."""

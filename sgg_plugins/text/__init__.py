@@ -1,0 +1,1 @@
+"""Text embeddings (OpenCLIP) used by relational contrastive learning, computed once and cached."""
