@@ -1,0 +1,576 @@
+"""``sgg-plugins report``: tables, paired significance tests and plots from finished bench runs.
+
+Reads, for every ``<bench>/<variant>/seed<k>/`` folder, the host's own evaluation output
+(``inference/<test set>/result_dict.pytorch``), its training log (``log.txt``) and ``run.json``;
+nothing the host's evaluator computed is computed again. Writes into ``--out``:
+
+- ``report.md``: R@K, mR@K, ng-mR@K, zR@K (where the host produced them) as mean ± sample standard
+  deviation (ddof = 1) over seeds, in percent; head/body/tail mR@100; for each variant the per-seed
+  difference to the baseline and a paired two-sided t-test; the status of every run;
+- ``report.csv`` and ``report.json``: every number of the report, in the host's units (fractions);
+- ``per_predicate_recall.png``: the host's per-predicate R@100 (the list behind mR@100), predicates
+  sorted by training frequency, baseline against the variants;
+- ``training_losses.png``: every loss the host logged, per variant and seed.
+
+Head/body/tail: predicates are ranked by their number of training samples (from the host's
+``*_statistics.cache`` in a run folder, ``--statistics``, or counted from ``--vg-h5``); by default
+the most frequent third of the predicate classes is *head*, the least frequent third *tail*, the
+rest *body* (``--head-frac`` / ``--tail-frac``; ties keep predicate order). ``--head-above`` /
+``--tail-below`` split by training counts instead, and ``--split-file`` gives the groups
+explicitly, e.g. the fixed VG150 split used by BGNN and SGTR.
+"""
+
+import csv
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from .results import (
+    TRAIN_LOG,
+    ResultError,
+    count_predicates_in_h5,
+    find_result_dicts,
+    find_statistics_cache,
+    load_torch_file,
+    read_metrics,
+    read_predicate_statistics,
+    read_training_losses,
+)
+
+GROUPS = ("head", "body", "tail")
+# Metric families of the main table, as in the papers' tables; others go to the CSV / JSON only.
+TABLE_FAMILIES = ("R", "mR", "ng-mR", "zR")
+SPLIT_K = 100
+PNG_DPI = 120
+
+
+class ReportError(ValueError):
+    """The bench folder or a report option cannot produce a report."""
+
+
+# ---------------------------------------------------------------- statistics
+
+def mean_std(values):
+    """``(mean, sample std with ddof=1, n)`` of the values that exist; std is None below 2 values."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None, 0
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return statistics.fmean(values), std, len(values)
+
+
+def paired_t_test(variant_by_seed, baseline_by_seed):
+    """Paired two-sided t-test of a variant against the baseline over the seeds both finished.
+
+    With d_s = variant_s - baseline_s over n seeds: t = mean(d) / (sd(d) / sqrt(n)), sd with
+    ddof = 1, df = n - 1, p = 2 * P(T_df > |t|). With fewer than two seeds or identical
+    differences there is no test: t and p are None and ``note`` says why.
+    """
+    seeds = sorted(s for s, v in variant_by_seed.items() if v is not None and baseline_by_seed.get(s) is not None)
+    diffs = [variant_by_seed[s] - baseline_by_seed[s] for s in seeds]
+    result = {"seeds": seeds, "diffs": diffs, "n": len(diffs), "mean_diff": None, "std_diff": None,
+              "t": None, "df": None, "p": None, "note": ""}
+    if diffs:
+        result["mean_diff"] = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        result["note"] = "n/a: fewer than 2 seeds finished for both"
+        return result
+    std = statistics.stdev(diffs)
+    result["std_diff"] = std
+    # Recalls are fractions: a spread below 1e-12 is rounding, and t would be meaninglessly huge.
+    if std < 1e-12:
+        result["note"] = "n/a: the difference is the same on every seed"
+        return result
+    from scipy.stats import t as student_t
+
+    t = result["mean_diff"] / (std / math.sqrt(len(diffs)))
+    result.update(t=t, df=len(diffs) - 1, p=float(2 * student_t.sf(abs(t), len(diffs) - 1)))
+    return result
+
+
+# ---------------------------------------------------------------- head / body / tail
+
+def split_by_rank(counts, head_frac=1 / 3, tail_frac=1 / 3):
+    """Group of each predicate: the ``round(n * head_frac)`` most frequent are head, the
+    ``round(n * tail_frac)`` least frequent tail, the rest body. Ties keep predicate order."""
+    for name, frac in (("--head-frac", head_frac), ("--tail-frac", tail_frac)):
+        if not 0 <= frac <= 1:
+            raise ReportError(f"{name} = {frac} must be in [0, 1]")
+    if head_frac + tail_frac > 1:
+        raise ReportError(f"--head-frac + --tail-frac = {head_frac + tail_frac} must not exceed 1")
+    n = len(counts)
+    n_head, n_tail = round(n * head_frac), round(n * tail_frac)
+    order = sorted(range(n), key=lambda i: (-counts[i], i))
+    groups = [None] * n
+    for rank, predicate in enumerate(order):
+        groups[predicate] = "head" if rank < n_head else "tail" if rank >= n - n_tail else "body"
+    return groups
+
+
+def split_by_counts(counts, head_above, tail_below):
+    """Head: more than ``head_above`` training samples; tail: fewer than ``tail_below``; body: the rest."""
+    if tail_below > head_above + 1:
+        raise ReportError(f"--tail-below {tail_below} must not exceed --head-above {head_above} + 1")
+    return ["head" if c > head_above else "tail" if c < tail_below else "body" for c in counts]
+
+
+def read_split_file(path, names):
+    """Groups from a JSON file: ``{"head": [...], "body": [...], "tail": [...]}`` with predicate
+    names or 1-based predicate indices, or a list of ``"h"``/``"b"``/``"t"`` per predicate index
+    (a leading ``null`` for background is allowed, as in SGTR's ``LONGTAIL_PART_DICT``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReportError(f"--split-file {path} does not exist")
+    try:
+        spec = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ReportError(f"--split-file {path} is not valid JSON: {error}") from error
+    n = len(names)
+    letters = {"h": "head", "b": "body", "t": "tail"}
+    if isinstance(spec, list):
+        if len(spec) == n + 1 and spec[0] in (None, ""):
+            spec = spec[1:]
+        if len(spec) != n or any(str(s).lower()[:1] not in letters for s in spec):
+            raise ReportError(f"--split-file {path}: a list needs one of 'h', 'b', 't' for each of the {n} predicates")
+        return [letters[str(s).lower()[:1]] for s in spec]
+    if not isinstance(spec, dict) or set(spec) - set(GROUPS):
+        raise ReportError(f"--split-file {path}: expected keys among {GROUPS} or a list of 'h'/'b'/'t'")
+    groups = [None] * n
+    for group, members in spec.items():
+        for member in members:
+            if isinstance(member, int) and 1 <= member <= n:
+                index = member - 1
+            elif member in names:
+                index = names.index(member)
+            else:
+                raise ReportError(f"--split-file {path}: {member!r} is neither a predicate name nor an index in 1..{n}")
+            if groups[index] is not None:
+                raise ReportError(f"--split-file {path}: predicate {names[index]!r} is in two groups")
+            groups[index] = group
+    missing = [names[i] for i in range(n) if groups[i] is None]
+    if missing:
+        raise ReportError(f"--split-file {path}: predicates in no group: {', '.join(missing)}")
+    return groups
+
+
+# ---------------------------------------------------------------- reading the bench
+
+def load_plan(bench_dir, only_variants=None):
+    """Variants (in order), seeds and baseline name, from ``bench.json`` or the folder layout."""
+    plan_path = bench_dir / "bench.json"
+    if plan_path.exists():
+        plan = json.loads(plan_path.read_text())
+        variants, seeds, baseline = list(plan["variants"]), list(plan["seeds"]), plan.get("baseline")
+    else:
+        run_dirs = sorted(bench_dir.glob("*/seed*"))
+        variants = list(dict.fromkeys(d.parent.name for d in run_dirs if d.is_dir()))
+        seeds = sorted({int(d.name[4:]) for d in run_dirs if d.name[4:].isdigit()})
+        baseline = "baseline" if "baseline" in variants else None
+    if only_variants:
+        unknown = [v for v in only_variants if v not in variants]
+        if unknown:
+            raise ReportError(f"--variants {' '.join(unknown)}: not in {bench_dir} (has {', '.join(variants)})")
+        variants = list(only_variants)
+    if not variants or not seeds:
+        raise ReportError(f"no runs in {bench_dir}: expected <variant>/seed<k>/ folders written by sgg-plugins bench")
+    return variants, seeds, baseline
+
+
+def read_run(run_dir, dataset):
+    """Status, host metrics and losses of one run folder; metrics are None when the run is missing."""
+    run = {"status": "missing", "note": "", "result_file": None, "result": None, "losses": {}}
+    if not run_dir.is_dir():
+        run["note"] = "not run"
+        return run
+    if (run_dir / TRAIN_LOG).exists():
+        run["losses"] = read_training_losses(run_dir / TRAIN_LOG)
+    record = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else None
+    if record and record.get("status") != "done":
+        failed = [(stage, e) for stage, e in record.get("stages", {}).items() if e.get("status") != "done"]
+        stage, entry = failed[0] if failed else ("run", {})
+        run["status"] = record.get("status", "missing")
+        run["note"] = f"{stage} {entry.get('status', 'unfinished')}" + (
+            f" (return code {entry['returncode']})" if entry.get("returncode") is not None else "")
+        return run
+    result_files = find_result_dicts(run_dir)
+    if dataset is not None:
+        result_files = {name: path for name, path in result_files.items() if name == dataset}
+    if not result_files:
+        run["note"] = "no inference/<test set>/result_dict.pytorch" + (f" for {dataset}" if dataset else "")
+        return run
+    if len(result_files) > 1:
+        raise ReportError(f"{run_dir} has results for several test sets ({', '.join(result_files)}); choose one with --dataset")
+    (test_set, path), = result_files.items()
+    run.update(status="done", test_set=test_set, result_file=str(path.relative_to(run_dir.parent.parent)),
+               result=read_metrics(load_torch_file(path), source=str(path)))
+    return run
+
+
+def predicate_statistics(args, run_dirs):
+    """``(names, counts, source)`` of the training predicates, or ``(None, None, reason)``."""
+    if args.statistics:
+        return (*read_predicate_statistics(args.statistics), str(args.statistics))
+    for run_dir in run_dirs:
+        cache = find_statistics_cache(run_dir)
+        if cache is not None:
+            return (*read_predicate_statistics(cache), str(cache))
+    if args.vg_h5:
+        if not args.vg_dict:
+            raise ReportError("--vg-h5 needs --vg-dict (VG-SGG-dicts-with-attri.json) for the predicate names")
+        return (*count_predicates_in_h5(args.vg_h5, args.vg_dict), str(args.vg_h5))
+    return None, None, "no *_statistics.cache in the run folders and neither --statistics nor --vg-h5 given"
+
+
+# ---------------------------------------------------------------- building the report
+
+def build_report(args):
+    bench_dir = Path(args.bench_dir)
+    if not bench_dir.is_dir():
+        raise ReportError(f"{bench_dir} is not a folder (give the --out folder of sgg-plugins bench)")
+    variants, seeds, planned_baseline = load_plan(bench_dir, args.variants)
+    baseline = args.baseline or planned_baseline
+    if baseline is not None and baseline not in variants:
+        raise ReportError(f"baseline {baseline!r} is not among the variants {', '.join(variants)}; pass --baseline")
+
+    runs = {(v, s): read_run(bench_dir / v / f"seed{s}", args.dataset) for v in variants for s in seeds}
+    done = [r for r in runs.values() if r["status"] == "done"]
+    if not done:
+        notes = "; ".join(f"{v}/seed{s}: {r['status']} {r['note']}" for (v, s), r in runs.items())
+        raise ReportError(f"no finished run with host results in {bench_dir} ({notes})")
+    modes = {r["result"]["mode"] for r in done}
+    if len(modes) > 1:
+        raise ReportError(f"runs were evaluated in different modes ({', '.join(sorted(modes))}); report them separately")
+
+    order = [baseline] + [v for v in variants if v != baseline] if baseline else variants
+    names, counts, statistics_source = predicate_statistics(
+        args, [bench_dir / v / f"seed{s}" for v in order for s in seeds])
+    num_predicates = len(done[0]["result"]["per_predicate_recall"].get(SPLIT_K, []))
+    if counts is not None and len(counts) != num_predicates:
+        raise ReportError(f"{statistics_source} has {len(counts)} predicates but the host's mR@{SPLIT_K} list has "
+                          f"{num_predicates}: the statistics belong to another dataset")
+    groups, split_rule = None, f"not computed: {statistics_source}"
+    if counts is not None:
+        if args.split_file:
+            groups, split_rule = read_split_file(args.split_file, names), f"groups from {args.split_file}"
+        elif args.head_above is not None or args.tail_below is not None:
+            if args.head_above is None or args.tail_below is None:
+                raise ReportError("--head-above and --tail-below go together")
+            groups = split_by_counts(counts, args.head_above, args.tail_below)
+            split_rule = (f"head: more than {args.head_above} training samples; tail: fewer than "
+                          f"{args.tail_below}; body: the rest")
+        else:
+            groups = split_by_rank(counts, args.head_frac, args.tail_frac)
+            split_rule = (f"predicates ranked by training samples; head: the {round(len(counts) * args.head_frac)} "
+                          f"most frequent ({args.head_frac:.3g} of {len(counts)}), tail: the "
+                          f"{round(len(counts) * args.tail_frac)} least frequent ({args.tail_frac:.3g}), body: the rest")
+    if names is None:
+        names = [f"predicate {i}" for i in range(1, num_predicates + 1)]
+
+    # Per-run numbers: the host's metrics plus the head/body/tail means of its per-predicate recall.
+    per_run = {}
+    for key, run in runs.items():
+        if run["status"] != "done":
+            continue
+        metrics = dict(run["result"]["metrics"])
+        recall = run["result"]["per_predicate_recall"].get(SPLIT_K)
+        if groups is not None and recall is not None:
+            for group in GROUPS:
+                members = [r for r, g in zip(recall, groups) if g == group]
+                metrics[f"{group} mR@{SPLIT_K}"] = statistics.fmean(members) if members else None
+        per_run[key] = metrics
+    metric_names = list(dict.fromkeys(m for metrics in per_run.values() for m in metrics))
+
+    summary = {}
+    for variant in order:
+        summary[variant] = {}
+        for metric in metric_names:
+            by_seed = {s: per_run[(variant, s)].get(metric) for s in seeds if (variant, s) in per_run}
+            mean, std, n = mean_std(by_seed.values())
+            summary[variant][metric] = {"mean": mean, "std": std, "n": n, "by_seed": by_seed}
+
+    paired = {}
+    if baseline is not None:
+        for variant in order[1:]:
+            paired[variant] = {m: paired_t_test(summary[variant][m]["by_seed"], summary[baseline][m]["by_seed"])
+                               for m in metric_names}
+
+    predicates = []
+    for i, name in enumerate(names):
+        recall = {}
+        for variant in order:
+            by_seed = {s: per_run_recall(runs[(variant, s)], i) for s in seeds if runs[(variant, s)]["status"] == "done"}
+            mean, std, n = mean_std(by_seed.values())
+            recall[variant] = {"mean": mean, "std": std, "n": n, "by_seed": by_seed}
+        predicates.append({"index": i + 1, "name": name, "train_count": counts[i] if counts else None,
+                           "group": groups[i] if groups else None, f"R@{SPLIT_K}": recall})
+
+    return {
+        "bench_dir": str(bench_dir.resolve()),
+        "mode": modes.pop(),
+        "test_set": done[0]["test_set"],
+        "baseline": baseline,
+        "variants": order,
+        "seeds": seeds,
+        "std": "sample standard deviation (ddof=1) over seeds",
+        "test": "paired two-sided t-test over seeds, not corrected for multiple comparisons",
+        "alpha": args.alpha,
+        "split": {"rule": split_rule, "statistics": statistics_source, "k": SPLIT_K},
+        "metrics": metric_names,
+        "runs": [{"variant": v, "seed": s, "status": r["status"], "note": r["note"], "result_file": r["result_file"],
+                  "metrics": per_run.get((v, s))} for (v, s), r in runs.items()],
+        "summary": summary,
+        "paired": paired,
+        "predicates": predicates,
+        "losses": {v: {s: runs[(v, s)]["losses"] for s in seeds if runs[(v, s)]["losses"]} for v in order},
+    }
+
+
+def per_run_recall(run, index):
+    recall = run["result"]["per_predicate_recall"].get(SPLIT_K)
+    return recall[index] if recall is not None else None
+
+
+# ---------------------------------------------------------------- writing
+
+def _pct(value, digits=2):
+    return "–" if value is None else f"{100 * value:.{digits}f}"
+
+
+def _cell(entry, row_n=None):
+    if entry["mean"] is None:
+        return "–"
+    cell = _pct(entry["mean"]) + (f" ± {_pct(entry['std'])}" if entry["std"] is not None else "")
+    return cell + (f" (n={entry['n']})" if row_n is not None and entry["n"] < row_n else "")
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def write_markdown(report, path, plots):
+    summary, variants = report["summary"], report["variants"]
+    available = [m for m in report["metrics"] if any(summary[v][m]["n"] for v in variants)]
+    main = [m for m in available if m.split("@")[0] in TABLE_FAMILIES]
+    main.sort(key=lambda m: TABLE_FAMILIES.index(m.split("@")[0]))
+    split = [f"{g} mR@{SPLIT_K}" for g in GROUPS if f"{g} mR@{SPLIT_K}" in available]
+    seeds = report["seeds"]
+
+    lines = [
+        "# Benchmark report", "",
+        f"Bench `{report['bench_dir']}` · mode **{report['mode']}** · test set `{report['test_set']}` · "
+        f"seeds {', '.join(map(str, seeds))}", "",
+        "Numbers are the host evaluator's own outputs (`inference/<test set>/result_dict.pytorch` of each run), "
+        "in percent: mean ± sample standard deviation (ddof = 1) over the seeds whose run finished; *n* is that "
+        "number of seeds. R@K and zR@K are the means of the host's per-image recalls, as the host prints them. "
+        "– marks a metric the host did not produce.", "",
+        "## Results", "",
+    ]
+    rows = []
+    for v in variants:
+        row_n = max(summary[v][m]["n"] for m in main)
+        rows.append([v, row_n] + [_cell(summary[v][m], row_n) for m in main])
+    lines += _table(["Variant", "n"] + main, rows)
+    lines += ["", f"## Head / body / tail mR@{SPLIT_K}", "", f"Split: {report['split']['rule']}.", ""]
+    if split:
+        lines += [f"Training counts from `{report['split']['statistics']}`.", ""]
+        lines += _table(["Variant", "n"] + [m.split()[0] for m in split],
+                        [[v, summary[v][split[0]]["n"]] + [_cell(summary[v][m]) for m in split] for v in variants])
+        lines.append("")
+        by_frequency = sorted(report["predicates"], key=lambda p: -p["train_count"])
+        for group in GROUPS:
+            members = [p["name"] for p in by_frequency if p["group"] == group]
+            lines.append(f"- **{group}** ({len(members)}): {', '.join(members)}")
+    if report["paired"]:
+        baseline = report["baseline"]
+        lines += ["", f"## Against `{baseline}`", "",
+                  "Per-seed difference d_s = variant_s − baseline_s in percentage points, and a paired two-sided "
+                  "t-test: t = mean(d) / (sd(d) / √n), sd with ddof = 1, df = n − 1. p-values are not corrected "
+                  f"for multiple comparisons; * marks p < {report['alpha']}."]
+        for variant, tests in report["paired"].items():
+            lines += ["", f"### {variant} − {baseline}", ""]
+            rows = []
+            for metric in main + split:
+                test = tests[metric]
+                diffs = dict(zip(test["seeds"], test["diffs"]))
+                p = test["p"]
+                rows.append([metric] + [_signed(diffs.get(s)) for s in seeds] + [
+                    _signed(test["mean_diff"]),
+                    "n/a" if test["t"] is None else f"{test['t']:.2f}",
+                    test["note"] or f"{p:.3g}" + (" *" if p < report["alpha"] else ""),
+                ])
+            lines += _table(["Metric"] + [f"seed {s}" for s in seeds] + ["mean Δ", "t", "p"], rows)
+    lines += ["", "## Runs", ""]
+    lines += _table(["Variant", "Seed", "Status", "Note"],
+                    [[r["variant"], r["seed"], r["status"] if r["status"] == "done" else f"**{r['status']}**",
+                      r["note"] or r["result_file"]] for r in report["runs"]])
+    missing = [r for r in report["runs"] if r["status"] != "done"]
+    if missing:
+        lines += ["", f"{len(missing)} run(s) without results are left out of every mean and test above."]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{title}]({name})" for name, title in plots.items()]
+    lines += ["", "Every number above, in the host's units (fractions), is in `report.csv` and `report.json`.", ""]
+    Path(path).write_text("\n".join(lines))
+
+
+def _signed(value):
+    return "–" if value is None else f"{100 * value:+.2f}"
+
+
+def write_csv(report, path):
+    """Long format: one number per row (section, variant, seed, metric, statistic, value)."""
+    rows = []
+    for run in report["runs"]:
+        for metric, value in (run["metrics"] or {}).items():
+            rows.append(["run", run["variant"], run["seed"], metric, "value", value])
+    for variant, metrics in report["summary"].items():
+        for metric, entry in metrics.items():
+            for statistic in ("mean", "std", "n"):
+                rows.append(["summary", variant, "", metric, statistic, entry[statistic]])
+    for variant, tests in report["paired"].items():
+        for metric, test in tests.items():
+            for seed, diff in zip(test["seeds"], test["diffs"]):
+                rows.append(["paired", variant, seed, metric, "diff", diff])
+            for statistic in ("n", "mean_diff", "std_diff", "t", "df", "p"):
+                rows.append(["paired", variant, "", metric, statistic, test[statistic]])
+    for predicate in report["predicates"]:
+        name = predicate["name"]
+        rows.append(["predicate", "", "", name, "train_count", predicate["train_count"]])
+        rows.append(["predicate", "", "", name, "group", predicate["group"]])
+        for variant, entry in predicate[f"R@{SPLIT_K}"].items():
+            for seed, value in entry["by_seed"].items():
+                rows.append(["predicate", variant, seed, name, f"R@{SPLIT_K}", value])
+    for variant, by_seed in report["losses"].items():
+        for seed, curves in by_seed.items():
+            for loss, points in curves.items():
+                rows += [["loss", variant, seed, loss, f"iter {iteration}", value] for iteration, value in points]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["section", "variant", "seed", "metric", "statistic", "value"])
+        writer.writerows([["" if c is None else c for c in row] for row in rows])
+
+
+def plot_per_predicate(report, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    predicates = report["predicates"]
+    has_counts = predicates[0]["train_count"] is not None
+    order = sorted(range(len(predicates)), key=lambda i: (-(predicates[i]["train_count"] or 0), i))
+    x = list(range(len(order)))
+    width = max(8.0, 0.28 * len(order))
+    fig, (ax_count, ax) = plt.subplots(2, 1, figsize=(width, 6.5), sharex=True,
+                                       gridspec_kw={"height_ratios": [1, 3]})
+    if has_counts:
+        ax_count.bar(x, [predicates[i]["train_count"] for i in order], color="0.6")
+        ax_count.set_yscale("log")
+        ax_count.set_ylabel("train samples")
+    else:
+        ax_count.set_axis_off()
+    variants = report["variants"]
+    for j, variant in enumerate(variants):
+        offset = (j - (len(variants) - 1) / 2) * 0.12
+        entries = [predicates[i][f"R@{SPLIT_K}"][variant] for i in order]
+        ax.errorbar([xi + offset for xi in x], [100 * e["mean"] if e["mean"] is not None else float("nan") for e in entries],
+                    yerr=[100 * e["std"] if e["std"] is not None else 0 for e in entries],
+                    marker="o", markersize=3, linewidth=1, capsize=2,
+                    linestyle="--" if variant == report["baseline"] else "-", label=variant)
+    groups = [predicates[i]["group"] for i in order]
+    for k in range(1, len(groups)):
+        if groups[k] != groups[k - 1]:
+            for axis in (ax, ax_count):
+                axis.axvline(k - 0.5, color="k", linewidth=0.8, linestyle=":")
+    ax.set_ylabel(f"R@{SPLIT_K} per predicate (%)")
+    ax.set_xticks(x)
+    ax.set_xticklabels([predicates[i]["name"] for i in order], rotation=90, fontsize=8)
+    ax.set_xlabel("predicates, most frequent in training first" if has_counts else "predicates (no training counts)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{report['mode']}: per-predicate R@{SPLIT_K}, mean ± std over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=PNG_DPI)
+    plt.close(fig)
+
+
+def plot_losses(report, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = report["losses"]
+    names = list(dict.fromkeys(n for by_seed in losses.values() for curves in by_seed.values() for n in curves))
+    columns = min(3, len(names))
+    rows = math.ceil(len(names) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.4 * rows), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, name in zip(axes.flat, names):
+        for j, (variant, by_seed) in enumerate(losses.items()):
+            labelled = False
+            for seed, curves in by_seed.items():
+                if name not in curves:
+                    continue
+                iterations, values = zip(*curves[name])
+                ax.plot(iterations, values, color=colors[j % len(colors)], linewidth=1, alpha=0.8,
+                        label=None if labelled else variant)
+                labelled = True
+        ax.set_title(name)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_axis_off()
+    fig.suptitle("training losses from the host's log.txt (windowed median), one line per seed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=PNG_DPI)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- command line
+
+def add_arguments(parser):
+    parser.add_argument("bench_dir", help="the --out folder of sgg-plugins bench")
+    parser.add_argument("--out", default=None, help="where to write the report (default: BENCH_DIR/report)")
+    parser.add_argument("--baseline", default=None, help="variant the others are compared to (default: 'baseline')")
+    parser.add_argument("--variants", nargs="+", default=None, help="variants to report, in this order (default: all)")
+    parser.add_argument("--dataset", default=None, help="test set folder under inference/ when a run has several")
+    parser.add_argument("--statistics", default=None,
+                        help="the host's <train set>_statistics.cache (default: the first found in the run folders)")
+    parser.add_argument("--vg-h5", default=None, help="VG-SGG-with-attri.h5 to count training predicates when no cache exists")
+    parser.add_argument("--vg-dict", default=None, help="VG-SGG-dicts-with-attri.json, with --vg-h5")
+    parser.add_argument("--head-frac", type=float, default=1 / 3, help="share of predicate classes, most frequent first, in head (default: 1/3)")
+    parser.add_argument("--tail-frac", type=float, default=1 / 3, help="share of predicate classes, least frequent first, in tail (default: 1/3)")
+    parser.add_argument("--head-above", type=int, default=None, help="split by counts: head has more training samples than this")
+    parser.add_argument("--tail-below", type=int, default=None, help="split by counts: tail has fewer training samples than this")
+    parser.add_argument("--split-file", default=None,
+                        help='JSON {"head": [...], "body": [...], "tail": [...]} (names or 1-based indices) '
+                             "or a list of 'h'/'b'/'t' per predicate")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level marked with * (default: 0.05)")
+
+
+def run(args):
+    try:
+        report = build_report(args)
+    except (ReportError, ResultError) as error:
+        print(f"sgg-plugins report: error: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(args.bench_dir) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    plots = {"per_predicate_recall.png": f"Per-predicate R@{SPLIT_K}"}
+    plot_per_predicate(report, out / "per_predicate_recall.png")
+    if any(report["losses"].values()):
+        plot_losses(report, out / "training_losses.png")
+        plots["training_losses.png"] = "Training losses"
+    write_markdown(report, out / "report.md", plots)
+    write_csv(report, out / "report.csv")
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    missing = [f"{r['variant']}/seed{r['seed']}" for r in report["runs"] if r["status"] != "done"]
+    print(f"report: {out / 'report.md'}" + (f" ({len(missing)} run(s) without results: {', '.join(missing)})" if missing else ""))
+    return 0
+
+

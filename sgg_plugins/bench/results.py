@@ -1,0 +1,182 @@
+"""Reading what Scene-Graph-Benchmark writes into a run's ``OUTPUT_DIR``.
+
+- ``inference/<test dataset>/result_dict.pytorch``: the evaluator's ``result_dict`` (``vg_eval.py``,
+  ``sgg_eval.py``). Keys are ``<mode>_<metric>`` with ``mode`` one of predcls/sgcls/sgdet:
+  ``_recall``, ``_recall_nogc``, ``_zeroshot_recall``, ``_ng_zeroshot_recall`` hold one value per
+  test image for each K (the host prints their mean); ``_mean_recall`` and ``_ng_mean_recall`` hold
+  the final mR@K; ``_mean_recall_list`` holds the per-predicate recall behind mR@K (predicates 1..R-1,
+  background excluded); ``_accuracy_hit`` / ``_accuracy_count`` give A@K.
+- ``log.txt``: the training log; every 200 iterations a line
+  ``... iter: 400  loss: 0.81 (0.93)  loss_rel: 0.52 (0.61)  ...  time: ...  lr: ...`` where each
+  meter reads ``name: windowed median (global average)``.
+- ``<train dataset names>_statistics.cache``: ``get_dataset_statistics`` output with ``fg_matrix``
+  (object x object x predicate counts on the training split; slot 0 holds background counts) and
+  ``rel_classes`` (predicate names, background first).
+
+Nothing here re-evaluates predictions: numbers are read as the host computed them. torch, h5py and
+numpy are imported inside the functions that need them.
+"""
+
+import json
+import re
+from pathlib import Path
+
+MODES = ("predcls", "sgcls", "sgdet", "phrdet", "preddet")
+
+# Our metric name -> result_dict key suffix, for metrics stored as one value per test image.
+PER_IMAGE_METRICS = {"R": "recall", "ng-R": "recall_nogc", "zR": "zeroshot_recall", "ng-zR": "ng_zeroshot_recall"}
+# Our metric name -> key suffix, for mean recalls the host stores as final numbers.
+MEAN_RECALL_METRICS = {"mR": "mean_recall", "ng-mR": "ng_mean_recall"}
+
+RESULT_FILE = "result_dict.pytorch"
+TRAIN_LOG = "log.txt"
+STATISTICS_GLOB = "*_statistics.cache"
+
+
+class ResultError(ValueError):
+    """A host output is missing or does not have the layout Scene-Graph-Benchmark writes."""
+
+
+def find_result_dicts(run_dir):
+    """``{test dataset name: path}`` of every ``inference/<name>/result_dict.pytorch`` in a run."""
+    return {path.parent.name: path for path in sorted(Path(run_dir).glob(f"inference/*/{RESULT_FILE}"))}
+
+
+def load_torch_file(path):
+    """Load a file the host wrote with ``torch.save`` (pickled dicts: needs ``weights_only=False``)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ResultError(f"{path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise ResultError(f"{path} could not be read by torch.load ({type(error).__name__}: {error})") from error
+
+
+def detect_mode(result_dict, source="result dict"):
+    modes = [mode for mode in MODES if f"{mode}_recall" in result_dict]
+    if len(modes) != 1:
+        raise ResultError(
+            f"{source} is not a Scene-Graph-Benchmark relation result_dict: expected exactly one "
+            f"'<mode>_recall' key with mode in {MODES}, found keys {sorted(result_dict)[:8]}"
+        )
+    return modes[0]
+
+
+def read_metrics(result_dict, source="result dict"):
+    """The host's numbers from one ``result_dict``.
+
+    Returns ``{"mode", "metrics": {"R@50": 0.63, "mR@100": 0.17, ...}, "per_predicate_recall":
+    {K: [recall of predicate 1, 2, ...]}}``. Values are fractions, as the host stores them. A metric
+    the host left empty (zero-shot recall when no test triplet is zero-shot) is ``None``.
+    """
+    import numpy as np
+
+    mode = detect_mode(result_dict, source)
+    metrics = {}
+    for name, suffix in PER_IMAGE_METRICS.items():
+        for k, per_image in result_dict.get(f"{mode}_{suffix}", {}).items():
+            # The host reports the mean over test images of these per-image values.
+            metrics[f"{name}@{k}"] = float(np.mean(per_image)) if len(per_image) else None
+    for name, suffix in MEAN_RECALL_METRICS.items():
+        for k, value in result_dict.get(f"{mode}_{suffix}", {}).items():
+            metrics[f"{name}@{k}"] = float(value)
+    hits = result_dict.get(f"{mode}_accuracy_hit", {})
+    counts = result_dict.get(f"{mode}_accuracy_count", {})
+    for k, per_image_hits in hits.items():
+        if len(per_image_hits):
+            # A@K as the host prints it: mean hits over mean ground-truth count.
+            metrics[f"A@{k}"] = float(np.mean(per_image_hits) / np.mean(counts[k]))
+    per_predicate = {
+        int(k): [float(v) for v in values]
+        for k, values in result_dict.get(f"{mode}_mean_recall_list", {}).items()
+    }
+    return {"mode": mode, "metrics": metrics, "per_predicate_recall": per_predicate}
+
+
+_ITERATION = re.compile(r"\biter: (\d+)\b")
+# A MetricLogger meter: "name: <windowed median> (<global average>)".
+_METER = re.compile(r"(\w+): (\S+) \((\S+)\)")
+_NOT_LOSSES = {"time", "data"}
+
+
+def read_training_losses(log_path):
+    """Loss curves from the host's ``log.txt``: ``{loss name: [(iteration, windowed median), ...]}``.
+
+    Every meter of a training line except ``time`` and ``data`` is a loss (the trainer logs the
+    total ``loss`` and every key of the loss dict, plug-in losses included). A resumed run appends
+    to the same log, so a repeated iteration keeps its latest value.
+    """
+    curves = {}
+    for line in Path(log_path).read_text(errors="replace").splitlines():
+        iteration = _ITERATION.search(line)
+        if iteration is None:
+            continue
+        for name, median, _ in _METER.findall(line):
+            if name in _NOT_LOSSES:
+                continue
+            try:
+                value = float(median)
+            except ValueError:
+                continue
+            curves.setdefault(name, {})[int(iteration.group(1))] = value
+    return {name: sorted(points.items()) for name, points in curves.items()}
+
+
+def find_statistics_cache(run_dir):
+    caches = sorted(Path(run_dir).glob(STATISTICS_GLOB))
+    return caches[0] if caches else None
+
+
+def read_predicate_statistics(cache_path):
+    """Predicate names and training-set counts from the host's ``*_statistics.cache``.
+
+    Returns ``(names, counts)`` for predicates 1..R-1 (background dropped), the order of the
+    evaluator's per-predicate lists. Counts sum ``fg_matrix`` over subject and object classes;
+    its predicate slot 0 holds background pair counts and is skipped.
+    """
+    statistics = load_torch_file(cache_path)
+    if not isinstance(statistics, dict) or "fg_matrix" not in statistics or "rel_classes" not in statistics:
+        raise ResultError(f"{cache_path} is not a Scene-Graph-Benchmark statistics cache (needs fg_matrix, rel_classes)")
+    fg_matrix = statistics["fg_matrix"]
+    counts = fg_matrix[:, :, 1:].sum(0).sum(0)
+    counts = [int(c) for c in (counts.tolist() if hasattr(counts, "tolist") else counts)]
+    names = list(statistics["rel_classes"])[1:]
+    if len(names) != len(counts):
+        raise ResultError(f"{cache_path}: {len(names)} predicate names but fg_matrix has {len(counts)} predicates")
+    return names, counts
+
+
+def count_predicates_in_h5(h5_path, dict_path, num_val_im=5000):
+    """Predicate names and training-set counts straight from the VG files, without a trained run.
+
+    Follows the host's training split: images with ``split == 0`` that have boxes and relations,
+    minus the first ``num_val_im`` of them (the host's validation set). The host's statistics also
+    drop training images whose related boxes never overlap, so counts can differ slightly from
+    ``*_statistics.cache``; prefer the cache when a run has written one.
+    """
+    import h5py
+    import numpy as np
+
+    for path, what in ((h5_path, "VG-SGG-with-attri.h5"), (dict_path, "VG-SGG-dicts-with-attri.json")):
+        if not Path(path).is_file():
+            raise ResultError(f"{path} does not exist (expected the dataset's {what})")
+    idx_to_predicate = json.loads(Path(dict_path).read_text())["idx_to_predicate"]
+    num_predicates = len(idx_to_predicate) + 1
+    names = [idx_to_predicate[str(i)] for i in range(1, num_predicates)]
+    with h5py.File(h5_path, "r") as h5:
+        split = h5["split"][:]
+        first_rel = h5["img_to_first_rel"][:]
+        last_rel = h5["img_to_last_rel"][:]
+        keep = (split == 0) & (h5["img_to_first_box"][:] >= 0) & (first_rel >= 0)
+        train_images = np.flatnonzero(keep)[num_val_im:]
+        predicates = h5["predicates"][:, 0]
+    # Relations of an image are the inclusive range first..last: mark them with a +1/-1 cumsum.
+    edges = np.zeros(len(predicates) + 1, dtype=np.int64)
+    np.add.at(edges, first_rel[train_images], 1)
+    np.add.at(edges, last_rel[train_images] + 1, -1)
+    in_train = np.cumsum(edges[:-1]) > 0
+    counts = np.bincount(predicates[in_train], minlength=num_predicates)[1:]
+    return names, [int(c) for c in counts]

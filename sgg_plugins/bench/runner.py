@@ -1,0 +1,442 @@
+"""``sgg-plugins bench``: train and test a baseline and regularized variants over several seeds.
+
+One base host command (a config file and opts) is run once per variant and seed through the
+launchers ``tools/relation_train_net.py`` and ``tools/relation_test_net.py``; every run gets its own
+host ``OUTPUT_DIR`` at ``<out>/<variant>/seed<k>/``::
+
+    sgg-plugins bench --config-file configs/e2e_relation_X_101_32_8_FPN_1x.yaml --out bench/motifs \\
+        --variants baseline align rcl probe all --variant "lr_low=SOLVER.BASE_LR 0.001" \\
+        --seeds 0 1 2 --jobs 2 -- MODEL.ROI_RELATION_HEAD.USE_GT_BOX True ...
+
+Each run trains with ``--skip-test`` and then runs the test script on the same ``OUTPUT_DIR``:
+the host's checkpointer loads ``OUTPUT_DIR/last_checkpoint`` in preference to ``MODEL.WEIGHT``, so
+the test evaluates the model just trained and writes ``inference/<test set>/result_dict.pytorch``.
+
+The commands run in ``--cwd`` (default ``$SGB_ROOT``, else the current folder): SGB reads its
+zero-shot triplets and relative config paths from there; when that folder is an SGB checkout and
+``SGB_ROOT`` is unset, the runs get ``SGB_ROOT`` set to it so that the launcher finds the host.
+
+The host has no seed option: the seed reaches the launcher as ``SGG_PLUGINS_SEED`` (the launcher
+seeds ``random``, numpy and torch from it before the host starts) and as ``PYTHONHASHSEED``.
+
+``run.json`` in each run folder records the exact commands, their environment, versions, status,
+return codes, the tail of a failed stage's log and timings. A rerun skips every stage that
+``run.json`` marks done and whose output exists, so an interrupted or partly failed bench is resumed
+by running the same command again; a failed run is reported and the others go on.
+"""
+
+import argparse
+import concurrent.futures
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import queue
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .results import find_result_dicts
+
+BUILTIN_VARIANTS = {
+    "baseline": [],
+    "align": ["MODEL.ALIGN.ENABLED", "True"],
+    "rcl": ["MODEL.RCL.ENABLED", "True"],
+    "probe": ["MODEL.PROBE.ENABLED", "True"],
+    "all": ["MODEL.ALIGN.ENABLED", "True", "MODEL.RCL.ENABLED", "True", "MODEL.PROBE.ENABLED", "True"],
+}
+DEFAULT_VARIANTS = ("baseline", "align", "rcl", "probe", "all")
+SEED_ENV = "SGG_PLUGINS_SEED"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Environment variables worth recording: they change what a run computes or where it runs.
+RECORDED_ENV_PREFIXES = ("SGG_", "SGB_", "CUDA", "CUBLAS", "NCCL_", "TORCH", "PYTHON", "OMP_", "MKL_",
+                         "LD_LIBRARY_PATH", "PATH", "VIRTUAL_ENV", "CONDA_PREFIX", "WORLD_SIZE")
+LOG_TAIL_LINES = 40
+_VARIANT_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+class BenchError(ValueError):
+    """The bench command line or an existing bench folder does not make a valid plan."""
+
+
+def parse_variant(text):
+    """``"NAME=KEY VALUE [KEY VALUE ...]"`` -> ``(name, opts)``; a bare built-in name is accepted too."""
+    name, _, opts_text = text.partition("=")
+    name = name.strip()
+    if not _VARIANT_NAME.match(name):
+        raise BenchError(f"variant {text!r}: the name must be letters, digits or _.+- (it names a folder)")
+    if not _:
+        if name not in BUILTIN_VARIANTS:
+            raise BenchError(
+                f"unknown variant {name!r}: built-in variants are {', '.join(BUILTIN_VARIANTS)}; "
+                f"define others as \"NAME=KEY VALUE ...\", e.g. \"lr_low=SOLVER.BASE_LR 0.001\""
+            )
+        return name, list(BUILTIN_VARIANTS[name])
+    opts = shlex.split(opts_text)
+    if len(opts) % 2:
+        raise BenchError(f"variant {name!r}: opts must be KEY VALUE pairs, got {opts}")
+    return name, opts
+
+
+def plan_variants(builtin_names, custom_specs):
+    variants = {}
+    for text in list(builtin_names) + list(custom_specs):
+        name, opts = parse_variant(text)
+        if name in variants and variants[name] != opts:
+            raise BenchError(f"variant {name!r} is defined twice with different opts")
+        variants[name] = opts
+    if not variants:
+        raise BenchError("no variant to run: give --variants and/or --variant")
+    return variants
+
+
+def visible_gpus(gpus_arg):
+    """GPU ids to hand out, one per concurrent run; an empty list means CPU runs."""
+    if gpus_arg is not None:
+        if gpus_arg.strip().lower() in ("", "none", "cpu"):
+            return []
+        return [g.strip() for g in gpus_arg.split(",") if g.strip()]
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    try:
+        import torch
+    except ImportError:
+        return []
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _now():
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _git_revision(folder):
+    try:
+        result = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _package_versions():
+    versions = {}
+    for package in ("sgg-plugins", "torch", "torchvision", "numpy", "yacs"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def describe_machine(cwd):
+    """What a run needs to be reproduced besides its command: interpreter, packages, code revisions."""
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "packages": _package_versions(),
+        "git": {"host": _git_revision(cwd), "sgg_plugins": _git_revision(REPO_ROOT)},
+    }
+
+
+def recorded_env(env):
+    return {key: value for key, value in sorted(env.items()) if key.startswith(RECORDED_ENV_PREFIXES)}
+
+
+def _write_json(path, data):
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _log_tail(log_path):
+    lines = Path(log_path).read_text(errors="replace").splitlines() if Path(log_path).exists() else []
+    return "\n".join(lines[-LOG_TAIL_LINES:])
+
+
+class Run:
+    """One (variant, seed): its folder, its two host commands and its record ``run.json``."""
+
+    def __init__(self, bench, variant, variant_opts, seed):
+        self.bench = bench
+        self.variant = variant
+        self.seed = seed
+        self.folder = bench.out / variant / f"seed{seed}"
+        self.record_path = self.folder / "run.json"
+        self.plan = {
+            "config_file": bench.config_file,
+            "base_opts": bench.base_opts,
+            "variant_opts": variant_opts,
+            "seed": seed,
+        }
+
+    @property
+    def name(self):
+        return f"{self.variant}/seed{self.seed}"
+
+    def command(self, stage):
+        script = self.bench.train_script if stage == "train" else self.bench.test_script
+        extra = ["--skip-test"] if stage == "train" else []
+        opts = self.plan["base_opts"] + self.plan["variant_opts"] + ["OUTPUT_DIR", str(self.folder)]
+        return [self.bench.python, str(script), "--config-file", self.bench.config_file] + extra + opts
+
+    def env(self, gpu):
+        env = dict(os.environ)
+        env[SEED_ENV] = str(self.seed)
+        env["PYTHONHASHSEED"] = str(self.seed)
+        if "SGB_ROOT" not in env and (self.bench.cwd / "maskrcnn_benchmark").is_dir():
+            # Run from inside an SGB checkout: tell the launcher that this is the host.
+            env["SGB_ROOT"] = str(self.bench.cwd)
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        elif self.bench.hide_gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        return env
+
+    def read_record(self):
+        if not self.record_path.exists():
+            return None
+        try:
+            return json.loads(self.record_path.read_text())
+        except json.JSONDecodeError:
+            return None
+
+    def stage_done(self, record, stage):
+        """A stage counts as done only when run.json says so and its output is on disk."""
+        if not record or record.get("stages", {}).get(stage, {}).get("status") != "done":
+            return False
+        if stage == "train":
+            return (self.folder / "last_checkpoint").exists()
+        return bool(find_result_dicts(self.folder))
+
+    def conflict(self, record):
+        """Why an existing run folder cannot be resumed by this plan, or None."""
+        if record and record.get("plan") != self.plan:
+            return (f"{self.record_path} was made by another plan ({record.get('plan')}); "
+                    f"give a new --out or delete {self.folder}")
+        return None
+
+
+class Bench:
+    def __init__(self, args):
+        self.out = Path(args.out).resolve()
+        self.cwd = Path(args.cwd or os.environ.get("SGB_ROOT") or os.getcwd()).resolve()
+        self.config_file = args.config_file
+        self.base_opts = list(args.opts[1:] if args.opts[:1] == ["--"] else args.opts)
+        self.python = args.python
+        self.train_script = Path(args.train_script or REPO_ROOT / "tools" / "relation_train_net.py").resolve()
+        self.test_script = Path(args.test_script or REPO_ROOT / "tools" / "relation_test_net.py").resolve()
+        self.variants = plan_variants(args.variants, args.variant)
+        self.seeds = list(dict.fromkeys(args.seeds))
+        self.gpus = visible_gpus(args.gpus)
+        # "--gpus none" on a GPU machine must really keep the runs off the GPUs.
+        self.hide_gpus = args.gpus is not None and not self.gpus
+        self.jobs = max(1, args.jobs)
+        if self.gpus and self.jobs > len(self.gpus):
+            print(f"bench: --jobs {self.jobs} > {len(self.gpus)} GPUs; running {len(self.gpus)} at once, one GPU each")
+            self.jobs = len(self.gpus)
+        self.runs = [Run(self, v, opts, s) for v, opts in self.variants.items() for s in self.seeds]
+        self._print_lock = threading.Lock()
+
+    def check(self):
+        if len(self.base_opts) % 2:
+            raise BenchError(f"base opts must be KEY VALUE pairs, got {self.base_opts}")
+        if "OUTPUT_DIR" in self.base_opts[::2] or any("OUTPUT_DIR" in opts[::2] for opts in self.variants.values()):
+            raise BenchError("do not pass OUTPUT_DIR: each run's OUTPUT_DIR is <out>/<variant>/seed<k>")
+        if not self.cwd.is_dir():
+            raise BenchError(f"--cwd {self.cwd} is not a folder")
+        if not (self.cwd / self.config_file).is_file():
+            raise BenchError(f"config file {self.config_file} not found from {self.cwd} "
+                             f"(relative paths are taken from --cwd, default $SGB_ROOT)")
+        for what, script in (("--train-script", self.train_script), ("--test-script", self.test_script)):
+            if not script.is_file():
+                raise BenchError(f"launcher {script} not found; pass {what} (the launchers live in the "
+                                 f"sgg-plugins checkout's tools/ folder)")
+        for run in self.runs:
+            problem = run.conflict(run.read_record())
+            if problem:
+                raise BenchError(problem)
+
+    def say(self, text):
+        with self._print_lock:
+            print(text, flush=True)
+
+    def write_plan(self):
+        """``<out>/bench.json``: what ``sgg-plugins report`` needs to know (variants, seeds, baseline)."""
+        path = self.out / "bench.json"
+        previous = json.loads(path.read_text()) if path.exists() else {}
+        for key, value in (("config_file", self.config_file), ("base_opts", self.base_opts)):
+            if key in previous and previous[key] != value:
+                raise BenchError(f"{path} was made with {key} = {previous[key]}, not {value}; "
+                                 f"runs with another base command need a new --out")
+        variants = dict(previous.get("variants", {}))
+        for name, opts in self.variants.items():
+            if name in variants and variants[name] != opts:
+                raise BenchError(f"{path} defines variant {name!r} as {variants[name]}, not {opts}; use a new --out")
+            variants[name] = opts
+        seeds = list(dict.fromkeys(previous.get("seeds", []) + self.seeds))
+        self.out.mkdir(parents=True, exist_ok=True)
+        _write_json(path, {
+            "config_file": self.config_file,
+            "base_opts": self.base_opts,
+            "cwd": str(self.cwd),
+            "variants": variants,
+            "seeds": seeds,
+            "baseline": "baseline" if "baseline" in variants else None,
+            "command": sys.argv,
+            "updated": _now(),
+        })
+
+    def shell_line(self, command, env):
+        """The command as one line to paste into a shell: folder, seed and GPU variables, arguments."""
+        variables = " ".join(f"{k}={shlex.quote(env[k])}" for k in (SEED_ENV, "PYTHONHASHSEED", "CUDA_VISIBLE_DEVICES")
+                             if k in env)
+        return f"cd {shlex.quote(str(self.cwd))} && {variables} {shlex.join(command)}"
+
+    def run_stage(self, run, record, stage, gpu):
+        command = run.command(stage)
+        env = run.env(gpu)
+        log_path = run.folder / f"{stage}.log"
+        entry = {
+            "command": command,
+            "shell": self.shell_line(command, env),
+            "env": recorded_env(env),
+            "log": log_path.name,
+            "status": "running",
+            "started": _now(),
+        }
+        record["stages"][stage] = entry
+        _write_json(run.record_path, record)
+        start = time.monotonic()
+        with open(log_path, "ab") as log:
+            try:
+                returncode = subprocess.run(command, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+            except OSError as error:
+                # A launcher that cannot even start (bad --python) fails this run, not the bench.
+                log.write(f"sgg-plugins bench: could not start {command[0]}: {error}\n".encode())
+                returncode = None
+        entry.update(returncode=returncode, finished=_now(), seconds=round(time.monotonic() - start, 1))
+        entry["status"] = "done" if returncode == 0 else "failed"
+        if returncode != 0:
+            entry["log_tail"] = _log_tail(log_path)
+        _write_json(run.record_path, record)
+        return returncode == 0
+
+    def execute(self, run, gpu_pool):
+        """Train then test one run, skipping stages already done. Returns its final status."""
+        record = run.read_record()
+        train_done = run.stage_done(record, "train")
+        test_done = train_done and run.stage_done(record, "test")
+        if test_done:
+            self.say(f"[skip] {run.name}: already done")
+            return "skipped"
+        run.folder.mkdir(parents=True, exist_ok=True)
+        if not train_done or record is None:
+            record = {"variant": run.variant, "seed": run.seed, "plan": run.plan, "output_dir": str(run.folder),
+                      "cwd": str(self.cwd), "stages": {}}
+        record.update(status="running", machine=describe_machine(self.cwd))
+        gpu = gpu_pool.get() if gpu_pool is not None else None
+        try:
+            for stage, done in (("train", train_done), ("test", False)):
+                if done:
+                    self.say(f"[skip] {run.name}: {stage} already done")
+                    continue
+                self.say(f"[start] {run.name}: {stage}" + (f" on GPU {gpu}" if gpu is not None else ""))
+                if not self.run_stage(run, record, stage, gpu):
+                    entry = record["stages"][stage]
+                    record["status"] = "failed"
+                    _write_json(run.record_path, record)
+                    self.say(f"[FAILED] {run.name}: {stage} exited with {entry['returncode']}; "
+                             f"see {run.folder / entry['log']}")
+                    return "failed"
+                self.say(f"[done] {run.name}: {stage} in {record['stages'][stage]['seconds']} s")
+        finally:
+            if gpu_pool is not None:
+                gpu_pool.put(gpu)
+        record["status"] = "done"
+        _write_json(run.record_path, record)
+        return "done"
+
+    def dry_run(self):
+        for run in self.runs:
+            record = run.read_record()
+            train_done = run.stage_done(record, "train")
+            done = {"train": train_done, "test": train_done and run.stage_done(record, "test")}
+            for stage in ("train", "test"):
+                if done[stage]:
+                    print(f"# {run.name} {stage}: done, would be skipped")
+                    continue
+                gpu = f"<one of {','.join(self.gpus)}>" if self.gpus else None
+                print(self.shell_line(run.command(stage), run.env(gpu)))
+
+    def execute_all(self):
+        self.write_plan()
+        gpu_pool = None
+        if self.gpus:
+            gpu_pool = queue.Queue()
+            for gpu in self.gpus[: self.jobs]:
+                gpu_pool.put(gpu)
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs)
+        futures = {pool.submit(self.execute, run, gpu_pool): run for run in self.runs}
+        statuses = {}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                statuses[futures[future].name] = future.result()
+        finally:
+            # On Ctrl-C, start nothing new; the running host processes got the interrupt too.
+            pool.shutdown(wait=True, cancel_futures=True)
+        return {run.name: statuses[run.name] for run in self.runs}
+
+
+def add_arguments(parser):
+    parser.add_argument("--config-file", required=True, help="host config file, as given to the host scripts")
+    parser.add_argument("--out", required=True, help="bench folder; each run's OUTPUT_DIR is OUT/<variant>/seed<k>")
+    parser.add_argument("--variants", nargs="*", default=list(DEFAULT_VARIANTS), metavar="NAME",
+                        help=f"built-in variants to run, of {', '.join(BUILTIN_VARIANTS)} "
+                             f"(default: {' '.join(DEFAULT_VARIANTS)}; give none to run only --variant)")
+    parser.add_argument("--variant", action="append", default=[], metavar='"NAME=KEY VALUE ..."',
+                        help="a user-defined variant: its name and the opts added to the base command; repeatable")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds, one run per variant and seed (default: 0)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once; with GPUs at most one run per GPU (default: 1)")
+    parser.add_argument("--gpus", default=None,
+                        help="comma-separated GPU ids handed out one per run, or 'none' for CPU runs "
+                             "(default: CUDA_VISIBLE_DEVICES, else every GPU torch sees)")
+    parser.add_argument("--cwd", default=None,
+                        help="folder the host commands run in (default: $SGB_ROOT, else the current folder); "
+                             "SGB reads its zero-shot triplets relative to it")
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the launchers (default: this one)")
+    parser.add_argument("--train-script", default=None, help="training launcher (default: tools/relation_train_net.py of sgg-plugins)")
+    parser.add_argument("--test-script", default=None, help="test launcher (default: tools/relation_test_net.py of sgg-plugins)")
+    parser.add_argument("--dry-run", action="store_true", help="print every command and what would be skipped, run nothing")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                        help="base host opts (KEY VALUE ...), last and after '--', shared by every run")
+
+
+def run(args):
+    try:
+        bench = Bench(args)
+        bench.check()
+    except BenchError as error:
+        print(f"sgg-plugins bench: error: {error}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        bench.dry_run()
+        return 0
+    try:
+        statuses = bench.execute_all()
+    except BenchError as error:
+        print(f"sgg-plugins bench: error: {error}", file=sys.stderr)
+        return 2
+    failed = [name for name, status in statuses.items() if status == "failed"]
+    counts = {s: sum(1 for v in statuses.values() if v == s) for s in ("done", "skipped", "failed")}
+    print(f"bench: {counts['done']} done, {counts['skipped']} skipped (already done), {counts['failed']} failed"
+          f" -> {bench.out}")
+    if failed:
+        print("failed runs (rerun the same command to retry them): " + ", ".join(failed), file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,265 @@
+"""``sgg-plugins report`` on recorded host outputs: aggregation, paired tests, head/body/tail, plots.
+
+The run folders are written by ``fixtures/bench/bench_host_outputs.py`` with the keys and layout
+Scene-Graph-Benchmark writes; the numbers are chosen so that every expected value below is a hand
+computation.
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "bench"))
+import bench_host_outputs as host  # noqa: E402
+
+from sgg_plugins.bench.report import ReportError, paired_t_test, read_split_file, split_by_counts, split_by_rank  # noqa: E402
+from sgg_plugins.bench.results import (  # noqa: E402
+    ResultError,
+    count_predicates_in_h5,
+    read_metrics,
+    read_predicate_statistics,
+    read_training_losses,
+)
+from sgg_plugins.cli import main  # noqa: E402
+
+# Per-predicate R@100 = run's mR@100 + these offsets (predicates 1..6; they sum to 0).
+# With TRAIN_COUNTS the thirds are head = {on, has} (+0.10, +0.05), body = {wearing, riding} (0, 0),
+# tail = {above, attached to} (-0.05, -0.10): head = mR + 0.075, body = mR, tail = mR - 0.075.
+OFFSETS = [-0.05, 0.10, -0.10, 0.05, 0.0, 0.0]
+MR100 = {"baseline": [0.10, 0.12, 0.14], "align": [0.13, 0.14, 0.18], "probe": [0.11, None, 0.16]}
+R100 = {"baseline": [0.60, 0.62, 0.64], "align": [0.61, 0.63, 0.66], "probe": [0.60, None, 0.65]}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def losses(variant):
+    extra = {"loss_align": 0.2} if variant == "align" else {}
+    return {200: {"loss": 1.2, "loss_rel": 0.8, **extra}, 400: {"loss": 0.9, "loss_rel": 0.6, **extra}}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """A bench folder with three variants x three seeds; probe/seed1 failed in training."""
+    bench_dir = tmp_path_factory.mktemp("bench")
+    host.write_bench_plan(bench_dir, list(MR100), [0, 1, 2])
+    for variant in MR100:
+        for seed in range(3):
+            run_dir = bench_dir / variant / f"seed{seed}"
+            if MR100[variant][seed] is None:
+                host.write_failed_run(run_dir, variant, seed, stage="train", returncode=1)
+                continue
+            per_image = [R100[variant][seed] - 0.1, R100[variant][seed] + 0.1]
+            per_predicate = [MR100[variant][seed] + o for o in OFFSETS]
+            # baseline/seed2 had no zero-shot triplet: the host leaves the zR lists empty.
+            zeroshot = [] if (variant, seed) == ("baseline", 2) else [0.2, 0.4]
+            host.write_run(run_dir, variant, seed, per_image, per_predicate, zeroshot, losses(variant))
+    out = bench_dir / "report"
+    assert main(["report", str(bench_dir), "--out", str(out)]) == 0
+    return bench_dir, out, json.loads((out / "report.json").read_text())
+
+
+def test_metrics_are_read_as_the_host_computed_them():
+    result = host.result_dict([0.5, 0.7], [0.1 + o for o in OFFSETS], [0.2, 0.4])
+    result["predcls_mean_recall"][100] = 0.987  # a stored mR must be taken as is, never recomputed
+    read = read_metrics(result)
+    assert read["mode"] == "predcls"
+    m = read["metrics"]
+    assert m["R@100"] == pytest.approx(0.6)  # mean of the per-image recalls, as the host prints it
+    assert m["R@20"] == pytest.approx(0.5)
+    assert m["ng-R@100"] == pytest.approx(0.7)
+    assert m["mR@100"] == 0.987
+    # the stored mR@50: per-predicate recalls at 50 are (0.0, 0.15, 0.0, 0.10, 0.05, 0.05)
+    assert m["mR@50"] == pytest.approx(0.35 / 6)
+    assert m["zR@100"] == pytest.approx(0.3)
+    assert m["A@100"] == pytest.approx(0.5)
+    assert read["per_predicate_recall"][100] == pytest.approx([0.1 + o for o in OFFSETS])
+
+    empty_zeroshot = read_metrics(host.result_dict([0.5], [0.1] * 6, []))["metrics"]
+    assert empty_zeroshot["zR@100"] is None and empty_zeroshot["ng-zR@20"] is None
+
+
+def test_a_dict_that_is_not_an_sgb_result_is_rejected():
+    with pytest.raises(ResultError, match="'<mode>_recall'"):
+        read_metrics({"bbox_mAP": 0.3}, source="x.pytorch")
+
+
+def test_mean_and_sample_std_over_seeds(bench):
+    _, out, report = bench
+    mr = report["summary"]["baseline"]["mR@100"]
+    assert mr["n"] == 3
+    assert mr["mean"] == pytest.approx(0.12)
+    # sample std (ddof=1): sqrt(((-0.02)^2 + 0 + 0.02^2) / 2) = 0.02; the population std would be 0.0163
+    assert mr["std"] == pytest.approx(0.02)
+    r100 = report["summary"]["align"]["R@100"]
+    assert r100["mean"] == pytest.approx((0.61 + 0.63 + 0.66) / 3)
+    assert r100["std"] == pytest.approx(math.sqrt(((0.61 - 0.6333333) ** 2 + (0.63 - 0.6333333) ** 2 + (0.66 - 0.6333333) ** 2) / 2), rel=1e-5)
+    # zR where available: baseline/seed2 had none, so two seeds remain.
+    zr = report["summary"]["baseline"]["zR@100"]
+    assert zr["n"] == 2 and zr["mean"] == pytest.approx(0.3) and zr["std"] == pytest.approx(0.0)
+    md = (out / "report.md").read_text()
+    assert "| baseline | 3 | " in md and "12.00 ± 2.00" in md
+    assert "30.00 ± 0.00 (n=2)" in md
+
+
+def test_paired_t_test_against_a_hand_computation():
+    test = paired_t_test({0: 0.13, 1: 0.14, 2: 0.18}, {0: 0.10, 1: 0.12, 2: 0.14})
+    # d = (0.03, 0.02, 0.04): mean 0.03, sd sqrt((0 + 0.01^2 + 0.01^2) / 2) = 0.01,
+    # t = mean / (sd / sqrt(n)) = 0.03 / (0.01 / sqrt(3)) = 3 sqrt(3); df = 2.
+    assert test["diffs"] == pytest.approx([0.03, 0.02, 0.04])
+    assert test["mean_diff"] == pytest.approx(0.03)
+    assert test["std_diff"] == pytest.approx(0.01)
+    t = 3 * math.sqrt(3)
+    assert test["t"] == pytest.approx(t) and test["df"] == 2
+    # Student t with 2 df has P(|T| > t) = 1 - t / sqrt(t^2 + 2).
+    assert test["p"] == pytest.approx(1 - t / math.sqrt(t * t + 2))
+    scipy_stats = pytest.importorskip("scipy.stats")
+    reference = scipy_stats.ttest_rel([0.13, 0.14, 0.18], [0.10, 0.12, 0.14])
+    assert test["t"] == pytest.approx(reference.statistic) and test["p"] == pytest.approx(reference.pvalue)
+
+
+def test_paired_t_test_is_not_available_without_two_paired_seeds():
+    one_seed = paired_t_test({0: 0.2, 1: None}, {0: 0.1, 1: 0.1})
+    assert one_seed["n"] == 1 and one_seed["p"] is None and one_seed["note"].startswith("n/a")
+    assert one_seed["mean_diff"] == pytest.approx(0.1)
+    constant = paired_t_test({0: 0.2, 1: 0.3}, {0: 0.1, 1: 0.2})
+    assert constant["t"] is None and "same on every seed" in constant["note"]
+
+
+def test_report_compares_each_variant_with_the_baseline_per_seed(bench):
+    _, out, report = bench
+    align = report["paired"]["align"]["mR@100"]
+    assert align["seeds"] == [0, 1, 2]
+    assert align["t"] == pytest.approx(3 * math.sqrt(3))
+    # probe/seed1 failed: only seeds 0 and 2 are paired; d = (0.01, 0.02).
+    probe = report["paired"]["probe"]["mR@100"]
+    assert probe["seeds"] == [0, 2] and probe["diffs"] == pytest.approx([0.01, 0.02])
+    md = (out / "report.md").read_text()
+    assert "### align − baseline" in md
+    assert "| mR@100 | +3.00 | +2.00 | +4.00 | +3.00 | 5.20 | 0.0351 * |" in md
+
+
+def test_head_body_tail_from_training_frequencies():
+    # counts (above 100, on 5000, attached to 10, has 3000, riding 500, wearing 1000)
+    assert split_by_rank(host.TRAIN_COUNTS) == ["tail", "head", "tail", "head", "body", "body"]
+    assert split_by_rank(host.TRAIN_COUNTS, 0.5, 0.5) == ["tail", "head", "tail", "head", "tail", "head"]
+    assert split_by_rank([5, 5, 5]) == ["head", "body", "tail"]  # ties keep predicate order
+    assert split_by_counts(host.TRAIN_COUNTS, head_above=2000, tail_below=200) == split_by_rank(host.TRAIN_COUNTS)
+    with pytest.raises(ReportError, match="must not exceed 1"):
+        split_by_rank(host.TRAIN_COUNTS, 0.6, 0.6)
+
+
+def test_head_body_tail_mean_recall_in_the_report(bench):
+    _, _, report = bench
+    summary = report["summary"]["baseline"]
+    assert summary["head mR@100"]["mean"] == pytest.approx(0.12 + 0.075)
+    assert summary["body mR@100"]["mean"] == pytest.approx(0.12)
+    assert summary["tail mR@100"]["mean"] == pytest.approx(0.12 - 0.075)
+    groups = {p["name"]: p["group"] for p in report["predicates"]}
+    assert groups == {"on": "head", "has": "head", "wearing": "body", "riding": "body",
+                      "above": "tail", "attached to": "tail"}
+    assert [p["train_count"] for p in report["predicates"]] == host.TRAIN_COUNTS
+
+
+def test_split_override_from_a_file(bench, tmp_path):
+    names = host.PREDICATES[1:]
+    by_name = tmp_path / "split.json"
+    by_name.write_text(json.dumps({"head": ["on"], "body": ["has", 6, 5], "tail": ["above", "attached to"]}))
+    assert read_split_file(by_name, names) == ["tail", "head", "tail", "body", "body", "body"]
+    letters = tmp_path / "letters.json"
+    letters.write_text(json.dumps([None, "t", "h", "t", "b", "b", "h"]))
+    assert read_split_file(letters, names) == ["tail", "head", "tail", "body", "body", "head"]
+    incomplete = tmp_path / "incomplete.json"
+    incomplete.write_text(json.dumps({"head": ["on"], "tail": ["above"]}))
+    with pytest.raises(ReportError, match="in no group: attached to, has, riding, wearing"):
+        read_split_file(incomplete, names)
+
+    bench_dir, _, _ = bench
+    out = tmp_path / "report"
+    assert main(["report", str(bench_dir), "--out", str(out), "--split-file", str(by_name), "--variants", "baseline"]) == 0
+    head = json.loads((out / "report.json").read_text())["summary"]["baseline"]["head mR@100"]
+    assert head["mean"] == pytest.approx(0.12 + 0.10)
+
+
+def test_failed_run_is_reported_and_left_out(bench):
+    _, out, report = bench
+    probe1 = next(r for r in report["runs"] if (r["variant"], r["seed"]) == ("probe", 1))
+    assert probe1["status"] == "failed" and probe1["note"] == "train failed (return code 1)"
+    assert probe1["metrics"] is None
+    assert report["summary"]["probe"]["mR@100"]["n"] == 2
+    assert report["summary"]["probe"]["mR@100"]["mean"] == pytest.approx((0.11 + 0.16) / 2)
+    md = (out / "report.md").read_text()
+    assert "| probe | 1 | **failed** | train failed (return code 1) |" in md
+    assert "1 run(s) without results" in md
+
+
+def test_every_number_is_in_the_csv(bench):
+    _, out, _ = bench
+    rows = (out / "report.csv").read_text().splitlines()
+    assert rows[0] == "section,variant,seed,metric,statistic,value"
+    assert any(r.startswith("summary,baseline,,mR@100,std,0.02") for r in rows)
+    assert "paired,align,1,mR@100,diff,0.020000000000000018" in rows or any(
+        r.startswith("paired,align,1,mR@100,diff,0.0199999") or r.startswith("paired,align,1,mR@100,diff,0.02") for r in rows)
+    assert "predicate,,,on,train_count,5000" in rows
+    assert "loss,align,0,loss_align,iter 400,0.2" in rows
+
+
+def test_plots_are_png_files(bench):
+    _, out, _ = bench
+    for name in ("per_predicate_recall.png", "training_losses.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
+
+
+def test_training_losses_from_the_host_log(tmp_path):
+    log = tmp_path / "log.txt"
+    text = host.log_lines({200: {"loss": 1.5, "loss_rel": 1.0, "loss_align": 0.3}, 400: {"loss": 1.1, "loss_rel": 0.8, "loss_align": 0.2}})
+    # A resumed run appends to the log and logs iteration 400 again.
+    text += host.log_lines({400: {"loss": 1.0, "loss_rel": 0.7, "loss_align": 0.2}})
+    log.write_text(text)
+    curves = read_training_losses(log)
+    assert set(curves) == {"loss", "loss_rel", "loss_align"}  # time and data are not losses
+    assert curves["loss"] == [(200, 1.5), (400, 1.0)]
+    assert curves["loss_align"] == [(200, 0.3), (400, 0.2)]
+
+
+def test_training_counts_from_the_statistics_cache(tmp_path):
+    import torch
+
+    torch.save(host.statistics_cache(), tmp_path / "stats.cache")
+    names, counts = read_predicate_statistics(tmp_path / "stats.cache")
+    assert names == host.PREDICATES[1:]
+    assert counts == host.TRAIN_COUNTS  # background slot (777 per pair) left out
+
+
+def test_training_counts_from_the_vg_h5(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    import numpy as np
+
+    # image 0: train, relations 0-1; image 1: train without relations; image 2: train, relations 2-4;
+    # image 3: test. With num_val_im=1 the first train image with relations (0) is validation.
+    with h5py.File(tmp_path / "vg.h5", "w") as h5:
+        h5["split"] = np.array([0, 0, 0, 2])
+        h5["img_to_first_box"] = np.array([0, 2, 3, 5])
+        h5["img_to_first_rel"] = np.array([0, -1, 2, 5])
+        h5["img_to_last_rel"] = np.array([1, -1, 4, 5])
+        h5["predicates"] = np.array([[1], [2], [2], [2], [3], [4]])
+    (tmp_path / "dicts.json").write_text(json.dumps({"idx_to_predicate": {"1": "a", "2": "b", "3": "c", "4": "d"}}))
+    names, counts = count_predicates_in_h5(tmp_path / "vg.h5", tmp_path / "dicts.json", num_val_im=1)
+    assert names == ["a", "b", "c", "d"]
+    assert counts == [0, 2, 1, 0]
+
+
+def test_bad_input_gives_a_clear_error(tmp_path, capsys, bench):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no runs in" in capsys.readouterr().err
+    bench_dir, _, _ = bench
+    assert main(["report", str(bench_dir), "--out", str(tmp_path / "r"), "--baseline", "nope"]) == 2
+    assert "baseline 'nope' is not among the variants" in capsys.readouterr().err
+    import torch
+
+    stats = host.statistics_cache(host.TRAIN_COUNTS + [7])
+    stats["rel_classes"] = host.PREDICATES + ["extra"]
+    torch.save(stats, tmp_path / "other.cache")
+    assert main(["report", str(bench_dir), "--out", str(tmp_path / "r"), "--statistics", str(tmp_path / "other.cache")]) == 2
+    assert "has 7 predicates but the host's mR@100 list has 6" in capsys.readouterr().err
