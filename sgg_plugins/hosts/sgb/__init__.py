@@ -1,0 +1,59 @@
+"""The Scene-Graph-Benchmark.pytorch (SGB) host adapter.
+
+``install()`` prepares this process to run the user's unmodified SGB checkout with the plug-in:
+it must run before anything imports ``maskrcnn_benchmark``. The launchers in ``tools/`` and the
+one-line patch (``sgg_plugins.hosts.sgb.autoinstall``) call it.
+"""
+
+import sys
+from pathlib import Path
+
+from ..locate import locate_host
+
+
+def _imported_host_root():
+    """Checkout the already-imported ``maskrcnn_benchmark`` comes from, or None if it is not imported."""
+    package = sys.modules.get("maskrcnn_benchmark")
+    if package is None or not getattr(package, "__file__", None):
+        return None
+    return Path(package.__file__).resolve().parent.parent
+
+
+def install(host_root=None):
+    """Make the SGB host at ``host_root`` (else ``$SGB_ROOT``, else the importable one) run with sgg-plugins.
+
+    Puts the checkout first on ``sys.path``, applies the run-time compatibility shims, provides
+    ``maskrcnn_benchmark._C`` from torchvision when the host's extension is not built, installs the
+    data shims, registers the plug-in's config nodes and predictors, and makes ``cfg.freeze()``
+    fall back to MODEL.DEVICE cpu on a machine without a GPU. Idempotent. Returns the host root.
+    """
+    from .compat import install_compat, watch_device
+    from .ops import install_ops
+
+    root = locate_host(host_root)
+    imported_from = _imported_host_root()
+    if imported_from is not None and imported_from != root:
+        raise RuntimeError(
+            f"maskrcnn_benchmark is already imported from {imported_from}, not from the requested host {root}; "
+            "sgg-plugins must be installed before the host is imported: run in a fresh process."
+        )
+    if sys.path[:1] != [str(root)]:
+        if str(root) in sys.path:
+            sys.path.remove(str(root))
+        sys.path.insert(0, str(root))
+
+    install_compat()
+    install_ops(root)
+
+    from .data import install_data_shims
+
+    install_data_shims()
+
+    from .plugin import register
+
+    register()
+
+    from maskrcnn_benchmark.config import cfg
+
+    watch_device(cfg)
+    return root

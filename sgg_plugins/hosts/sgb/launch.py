@@ -1,0 +1,82 @@
+"""Run the SGB host's own, unmodified ``tools/<name>.py`` with sgg-plugins installed first.
+
+The repo's ``tools/relation_train_net.py`` and ``tools/relation_test_net.py`` call
+``run_host_script``. The command line is the host script's (``--config-file``, ``--skip-test``,
+opts ``KEY VALUE ...``) plus ``--host-root PATH``, which is consumed here. Under ``torchrun``
+(which sets ``LOCAL_RANK``) or ``python -m torch.distributed.launch`` (which passes
+``--local-rank=N`` or ``--local_rank N``), the rank is handed to the host as ``--local_rank N``,
+the only spelling its argument parser knows.
+"""
+
+import logging
+import os
+import runpy
+import sys
+
+from ..locate import HostNotFoundError
+from . import install
+
+LAUNCHER_OPTIONS = ("--host-root", "--local_rank", "--local-rank")
+
+
+def split_launcher_args(argv):
+    """(host_root or None, local_rank or None, the arguments for the host script).
+
+    ``--host-root`` and the local-rank options are taken out wherever they appear, as ``--opt VALUE``
+    or ``--opt=VALUE``; the local rank falls back to ``$LOCAL_RANK``.
+    """
+    values = {}
+    host_argv = []
+    tokens = iter(argv)
+    for token in tokens:
+        option, has_value, value = token.partition("=")
+        if option not in LAUNCHER_OPTIONS:
+            host_argv.append(token)
+            continue
+        if not has_value:
+            value = next(tokens, None)
+            if value is None:
+                raise SystemExit(f"{option} needs a value")
+        values["--local_rank" if option == "--local-rank" else option] = value
+    local_rank = values.get("--local_rank", os.environ.get("LOCAL_RANK"))
+    if local_rank is not None and not str(local_rank).isdigit():
+        raise SystemExit(f"the local rank must be a non-negative integer, got {local_rank!r}")
+    return values.get("--host-root"), local_rank, host_argv
+
+
+def _show_plugin_messages():
+    """Print sgg-plugins' messages (shims applied, device fallback) next to the host's log, on rank 0."""
+    logger = logging.getLogger("sgg_plugins")
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
+
+
+def run_host_script(name, argv):
+    """Run ``<host>/tools/<name>.py`` as ``__main__`` with ``argv`` (less the launcher options) after ``install()``."""
+    host_root, local_rank, host_argv = split_launcher_args(argv)
+    if "-h" in host_argv or "--help" in host_argv:
+        print(
+            f"sgg-plugins launcher for the SGB host's tools/{name}.py: accepts --host-root PATH "
+            "(else $SGB_ROOT, else the importable maskrcnn_benchmark); the host's own options follow.\n"
+        )
+    _show_plugin_messages()
+    try:
+        root = install(host_root)
+    except HostNotFoundError as error:
+        raise SystemExit(f"error: {error}") from None
+    script = root / "tools" / f"{name}.py"
+    if not script.is_file():
+        raise SystemExit(f"error: the SGB host at {root} has no tools/{name}.py; is it a Scene-Graph-Benchmark checkout?")
+    if local_rank is not None:
+        # First, because everything after the first positional belongs to the host's opts.
+        host_argv = ["--local_rank", str(local_rank), *host_argv]
+    saved_argv = sys.argv
+    sys.argv = [str(script), *host_argv]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = saved_argv

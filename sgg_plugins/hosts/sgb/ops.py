@@ -1,0 +1,198 @@
+"""A torchvision-backed stand-in for SGB's compiled extension ``maskrcnn_benchmark._C``.
+
+The host's C++/CUDA extension does not build on torch >= 1.11 without source edits, and its CPU
+build has no ROIAlign backward. Relation training and evaluation only need nms, ROIAlign and
+ROIPool, which torchvision provides on CPU and GPU. The functions below take exactly the arguments
+the host's ``maskrcnn_benchmark/layers/{nms,roi_align,roi_pool}.py`` pass to ``_C``.
+
+Semantics follow the host's CUDA build, the one SGB results were produced with:
+- nms uses the legacy "+1" box size (a box [0, 0, 9, 9] is 10 pixels wide), suppresses a box when
+  its IoU with a kept box is strictly above the threshold, and returns the kept indices sorted by
+  decreasing score (the host's CPU build returns the same boxes in index order);
+- ROIAlign is the legacy, non-"aligned" variant (no half-pixel shift), sampling_ratio <= 0 adaptive;
+- ROIPool rounds box corners to the feature grid and returns an int32 argmax with -1 for empty bins.
+
+Ops with no torchvision counterpart (sigmoid focal loss, deformable conv/pooling) raise a clear
+error when called, so configs that do not use them import and run unchanged.
+"""
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import logging
+import sys
+import types
+from pathlib import Path
+
+import torch
+import torchvision
+
+MODULE_NAME = "maskrcnn_benchmark._C"
+
+
+def nms(boxes, scores, threshold):
+    """Indices of the boxes kept by non-maximum suppression, by decreasing score.
+
+    boxes (N, 4) xyxy in pixels, inclusive corners; the legacy +1 size convention is reproduced by
+    moving the far corner one pixel out, which gives the same areas and intersections.
+    """
+    far_corner_shift = boxes.new_tensor([0.0, 0.0, 1.0, 1.0])
+    return torchvision.ops.nms(boxes + far_corner_shift, scores, float(threshold))
+
+
+def roi_align_forward(features, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio):
+    """(K, C, pooled_height, pooled_width) bilinear pooling of ``features`` over rois (K, 5) [batch, x1, y1, x2, y2]."""
+    return torchvision.ops.roi_align(
+        features, rois, (pooled_height, pooled_width), spatial_scale, sampling_ratio, aligned=False
+    )
+
+
+def roi_align_backward(
+    grad_output, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio
+):
+    """Gradient w.r.t. the (batch_size, channels, height, width) features, from torchvision's autograd.
+
+    ROIAlign is linear in the features, so its gradient does not depend on their values: running
+    the forward on zeros and back-propagating ``grad_output`` gives exactly torchvision's gradient.
+    The host calls this inside a no-grad backward, hence the explicit enable_grad.
+    """
+    with torch.enable_grad():
+        features = grad_output.new_zeros((batch_size, channels, height, width), requires_grad=True)
+        pooled = roi_align_forward(features, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio)
+        (grad_features,) = torch.autograd.grad(pooled, features, grad_output)
+    return grad_features
+
+
+def roi_pool_forward(features, rois, spatial_scale, pooled_height, pooled_width):
+    """(output, argmax): max pooling over rois (K, 5); argmax indexes the height*width plane, -1 where a bin is empty."""
+    return torch.ops.torchvision.roi_pool(features, rois, spatial_scale, pooled_height, pooled_width)
+
+
+def roi_pool_backward(
+    grad_output, features, rois, argmax, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width
+):
+    """Gradient w.r.t. ``features``, from torchvision's autograd through ROIPool on the saved features.
+
+    ``argmax`` is accepted for the host's signature but not needed: re-running the deterministic
+    forward on the same features selects the same maxima. The shape arguments are implied by
+    ``features``.
+    """
+    with torch.enable_grad():
+        leaf = features.detach().requires_grad_()
+        pooled = torchvision.ops.roi_pool(leaf, rois, (pooled_height, pooled_width), spatial_scale)
+        (grad_features,) = torch.autograd.grad(pooled, leaf, grad_output)
+    return grad_features
+
+
+SUPPORTED_OPS = {
+    "nms": nms,
+    "roi_align_forward": roi_align_forward,
+    "roi_align_backward": roi_align_backward,
+    "roi_pool_forward": roi_pool_forward,
+    "roi_pool_backward": roi_pool_backward,
+}
+
+# op name -> (what it is, which host option uses it)
+UNSUPPORTED_OPS = {
+    "sigmoid_focalloss_forward": ("sigmoid focal loss", "MODEL.RETINANET_ON"),
+    "sigmoid_focalloss_backward": ("sigmoid focal loss", "MODEL.RETINANET_ON"),
+    "deform_conv_forward": ("deformable convolution", "MODEL.RESNETS.STAGE_WITH_DCN"),
+    "deform_conv_backward_input": ("deformable convolution", "MODEL.RESNETS.STAGE_WITH_DCN"),
+    "deform_conv_backward_parameters": ("deformable convolution", "MODEL.RESNETS.STAGE_WITH_DCN"),
+    "modulated_deform_conv_forward": ("modulated deformable convolution", "MODEL.RESNETS.STAGE_WITH_DCN"),
+    "modulated_deform_conv_backward": ("modulated deformable convolution", "MODEL.RESNETS.STAGE_WITH_DCN"),
+    "deform_psroi_pooling_forward": ("deformable PS-ROI pooling", "a deformable pooler"),
+    "deform_psroi_pooling_backward": ("deformable PS-ROI pooling", "a deformable pooler"),
+}
+
+
+class UnsupportedOpError(NotImplementedError):
+    """A host op that the torchvision stand-in cannot provide was called."""
+
+
+def _unsupported(name, what, option):
+    def refuse(*args, **kwargs):
+        raise UnsupportedOpError(
+            f"{MODULE_NAME}.{name} ({what}) has no torchvision counterpart in the sgg-plugins stand-in. "
+            f"Turn off {option} in the config, or build the host's own extension "
+            "(`python setup.py build develop` in the SGB checkout, which needs a torch it compiles with)."
+        )
+
+    refuse.__name__ = name
+    return refuse
+
+
+def build_extension_module(compiled=None):
+    """A module named ``maskrcnn_benchmark._C``: the compiled ops where ``compiled`` has them, ours elsewhere.
+
+    Returns (module, names of the ops taken from the stand-in).
+    """
+    module = types.ModuleType(MODULE_NAME, "torchvision-backed stand-in for SGB's compiled ops (sgg-plugins)")
+    standin_ops = dict(SUPPORTED_OPS)
+    standin_ops.update({name: _unsupported(name, *use) for name, use in UNSUPPORTED_OPS.items()})
+    filled_in = []
+    for name, op in standin_ops.items():
+        if compiled is not None and hasattr(compiled, name):
+            setattr(module, name, getattr(compiled, name))
+        else:
+            setattr(module, name, op)
+            filled_in.append(name)
+    return module, filled_in
+
+
+def load_compiled_extension(host_root, logger):
+    """The host's own built ``_C`` extension if there is one and it loads with this torch, else None."""
+    package_dir = Path(host_root) / "maskrcnn_benchmark"
+    candidates = [package_dir / f"_C{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+    built = next((path for path in candidates if path.is_file()), None)
+    if built is None:
+        return None
+    spec = importlib.util.spec_from_file_location(MODULE_NAME, built)
+    compiled = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(compiled)
+    except ImportError as error:
+        # Typically an extension built against another torch (undefined symbol).
+        logger.info("sgg-plugins: the host's built extension %s does not load (%s); using the stand-in", built, error)
+        return None
+    return compiled
+
+
+class _ExtensionFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Answers ``import maskrcnn_benchmark._C`` with a prepared module, so the host imports it as usual."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != MODULE_NAME:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        return self.module
+
+    def exec_module(self, module):
+        pass
+
+
+def install_ops(host_root, logger=None):
+    """Make ``maskrcnn_benchmark._C`` importable before the host imports it. Idempotent.
+
+    Uses the host's compiled extension when it is built and loads, filling in only the ops it
+    lacks; otherwise the torchvision stand-in. Returns the module that ``import`` will give.
+    """
+    logger = logger or logging.getLogger("sgg_plugins")
+    if MODULE_NAME in sys.modules:
+        return sys.modules[MODULE_NAME]
+    finder = next((f for f in sys.meta_path if isinstance(f, _ExtensionFinder)), None)
+    if finder is not None:
+        return finder.module
+    compiled = load_compiled_extension(host_root, logger)
+    module, filled_in = build_extension_module(compiled)
+    if compiled is None:
+        logger.info("sgg-plugins: %s is not built; using torchvision for nms, ROIAlign and ROIPool", MODULE_NAME)
+    elif filled_in:
+        logger.info("sgg-plugins: the host's built %s lacks %s; using the stand-in for those", MODULE_NAME, filled_in)
+    sys.meta_path.insert(0, _ExtensionFinder(module))
+    return module
