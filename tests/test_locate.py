@@ -77,13 +77,29 @@ def test_launcher_takes_out_host_root_and_local_rank(monkeypatch):
 
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     argv = ["--host-root", "/sgb", "--config-file", "c.yaml", "MODEL.DEVICE", "cpu"]
-    assert split_launcher_args(argv) == ("/sgb", None, ["--config-file", "c.yaml", "MODEL.DEVICE", "cpu"])
+    assert split_launcher_args(argv) == ("/sgb", None, ["--config-file", "c.yaml", "MODEL.DEVICE", "cpu"], True)
     # torch.distributed.launch spells it --local-rank=N; older ones --local_rank N
-    assert split_launcher_args(["--local-rank=3", "--host-root=/x", "--skip-test"]) == ("/x", "3", ["--skip-test"])
-    assert split_launcher_args(["--local_rank", "2"]) == (None, "2", [])
+    assert split_launcher_args(["--local-rank=3", "--host-root=/x", "--skip-test"]) == ("/x", "3", ["--skip-test"], True)
+    assert split_launcher_args(["--local_rank", "2"]) == (None, "2", [], True)
+    assert split_launcher_args(["--without-plugin", "--skip-test"]) == (None, None, ["--skip-test"], False)
     monkeypatch.setenv("LOCAL_RANK", "1")  # torchrun
-    assert split_launcher_args(["--config-file", "c.yaml"]) == (None, "1", ["--config-file", "c.yaml"])
+    assert split_launcher_args(["--config-file", "c.yaml"]) == (None, "1", ["--config-file", "c.yaml"], True)
     with pytest.raises(SystemExit, match="--host-root needs a value"):
         split_launcher_args(["--config-file", "c.yaml", "--host-root"])
     with pytest.raises(SystemExit, match="non-negative integer"):
         split_launcher_args(["--local_rank", "gpu0"])
+
+
+def test_seed_from_environment_makes_runs_repeat(monkeypatch):
+    import torch
+
+    from sgg_plugins.hosts.sgb.launch import seed_everything_from_environment
+
+    monkeypatch.setenv("SGG_PLUGINS_SEED", "7")
+    assert seed_everything_from_environment() == 7
+    first = torch.rand(3)
+    seed_everything_from_environment()
+    assert torch.equal(first, torch.rand(3))
+    monkeypatch.setenv("SGG_PLUGINS_SEED", "seven")
+    with pytest.raises(SystemExit, match="SGG_PLUGINS_SEED must be a non-negative integer"):
+        seed_everything_from_environment()

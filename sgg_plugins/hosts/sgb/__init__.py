@@ -19,13 +19,16 @@ def _imported_host_root():
     return Path(package.__file__).resolve().parent.parent
 
 
-def install(host_root=None):
+def install(host_root=None, plugin=True):
     """Make the SGB host at ``host_root`` (else ``$SGB_ROOT``, else the importable one) run with sgg-plugins.
 
     Puts the checkout first on ``sys.path``, applies the run-time compatibility shims, provides
     ``maskrcnn_benchmark._C`` from torchvision when the host's extension is not built, installs the
     data shims, registers the plug-in's config nodes and predictors, and makes ``cfg.freeze()``
     fall back to MODEL.DEVICE cpu on a machine without a GPU. Idempotent. Returns the host root.
+
+    ``plugin=False`` installs the compatibility layer alone: the vanilla host, as it would run on an
+    old PyTorch, e.g. to check that a checkpoint trained with a regularizer evaluates without us.
     """
     from .compat import install_compat, watch_device
     from .ops import install_ops
@@ -49,9 +52,10 @@ def install(host_root=None):
 
     install_data_shims()
 
-    from .plugin import register
+    if plugin:
+        from .plugin import register
 
-    register()
+        register()
 
     from maskrcnn_benchmark.config import cfg
 

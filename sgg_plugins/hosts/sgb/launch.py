@@ -10,6 +10,7 @@ the only spelling its argument parser knows.
 
 import logging
 import os
+import random
 import runpy
 import sys
 
@@ -17,10 +18,12 @@ from ..locate import HostNotFoundError
 from . import install
 
 LAUNCHER_OPTIONS = ("--host-root", "--local_rank", "--local-rank")
+LAUNCHER_FLAGS = ("--without-plugin",)
+SEED_VARIABLE = "SGG_PLUGINS_SEED"
 
 
 def split_launcher_args(argv):
-    """(host_root or None, local_rank or None, the arguments for the host script).
+    """(host_root or None, local_rank or None, the arguments for the host script, with the plug-in?).
 
     ``--host-root`` and the local-rank options are taken out wherever they appear, as ``--opt VALUE``
     or ``--opt=VALUE``; the local rank falls back to ``$LOCAL_RANK``.
@@ -29,6 +32,9 @@ def split_launcher_args(argv):
     host_argv = []
     tokens = iter(argv)
     for token in tokens:
+        if token in LAUNCHER_FLAGS:
+            values[token] = True
+            continue
         option, has_value, value = token.partition("=")
         if option not in LAUNCHER_OPTIONS:
             host_argv.append(token)
@@ -41,7 +47,7 @@ def split_launcher_args(argv):
     local_rank = values.get("--local_rank", os.environ.get("LOCAL_RANK"))
     if local_rank is not None and not str(local_rank).isdigit():
         raise SystemExit(f"the local rank must be a non-negative integer, got {local_rank!r}")
-    return values.get("--host-root"), local_rank, host_argv
+    return values.get("--host-root"), local_rank, host_argv, not values.get("--without-plugin", False)
 
 
 def _show_plugin_messages():
@@ -55,9 +61,34 @@ def _show_plugin_messages():
     logger.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
 
 
+def seed_everything_from_environment():
+    """Seed Python, NumPy and torch from ``$SGG_PLUGINS_SEED`` when it is set.
+
+    SGB's scripts take no seed; ``sgg-plugins bench`` runs each seed of a variant through this
+    variable so that seeds differ in initialisation, sampling and masks, and repeat exactly.
+    """
+    value = os.environ.get(SEED_VARIABLE)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise SystemExit(f"error: {SEED_VARIABLE} must be a non-negative integer, got {value!r}")
+    import numpy as np
+    import torch
+
+    seed = int(value)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+    return seed
+
+
 def run_host_script(name, argv):
-    """Run ``<host>/tools/<name>.py`` as ``__main__`` with ``argv`` (less the launcher options) after ``install()``."""
-    host_root, local_rank, host_argv = split_launcher_args(argv)
+    """Run ``<host>/tools/<name>.py`` as ``__main__`` with ``argv`` (less the launcher options) after ``install()``.
+
+    Launcher options: ``--host-root PATH``, the local-rank spellings, and ``--without-plugin`` (the
+    compatibility layer only, no regularizer and no MODEL.ALIGN/RCL/PROBE keys: the vanilla host).
+    """
+    host_root, local_rank, host_argv, with_plugin = split_launcher_args(argv)
     if "-h" in host_argv or "--help" in host_argv:
         print(
             f"sgg-plugins launcher for the SGB host's tools/{name}.py: accepts --host-root PATH "
@@ -65,9 +96,10 @@ def run_host_script(name, argv):
         )
     _show_plugin_messages()
     try:
-        root = install(host_root)
+        root = install(host_root, plugin=with_plugin)
     except HostNotFoundError as error:
         raise SystemExit(f"error: {error}") from None
+    seed_everything_from_environment()
     script = root / "tools" / f"{name}.py"
     if not script.is_file():
         raise SystemExit(f"error: the SGB host at {root} has no tools/{name}.py; is it a Scene-Graph-Benchmark checkout?")
