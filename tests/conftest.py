@@ -3,3 +3,50 @@ import sys
 
 # The fixtures (fake_sgb) live beside the tests.
 sys.path.insert(0, os.path.dirname(__file__))
+
+import subprocess  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SGB_ROOT = os.environ.get("SGB_ROOT")
+needs_sgb = pytest.mark.skipif(not SGB_ROOT, reason="needs an SGB checkout: set SGB_ROOT")
+
+MODES = {
+    "predcls": ["MODEL.ROI_RELATION_HEAD.USE_GT_BOX", "True", "MODEL.ROI_RELATION_HEAD.USE_GT_OBJECT_LABEL", "True"],
+    "sgcls": ["MODEL.ROI_RELATION_HEAD.USE_GT_BOX", "True", "MODEL.ROI_RELATION_HEAD.USE_GT_OBJECT_LABEL", "False"],
+    "sgdet": ["MODEL.ROI_RELATION_HEAD.USE_GT_BOX", "False", "MODEL.ROI_RELATION_HEAD.USE_GT_OBJECT_LABEL", "False"],
+}
+
+
+@pytest.fixture(scope="session")
+def synthetic_vg(tmp_path_factory):
+    """A small synthetic VG-format dataset for host runs, written once per test session."""
+    from sgg_plugins.data.synthetic_vg import write_synthetic_vg
+
+    out = tmp_path_factory.mktemp("synthetic_vg") / "data"
+    write_synthetic_vg(str(out), num_images=40, seed=0)
+    return out
+
+
+def host_command(synthetic_vg, script, predictor, mode="predcls", opts=(), out_dir=None, launcher_args=()):
+    """The launcher command line a user would type, with the small CPU overlay and the dataset's opts."""
+    from sgg_plugins.hosts.sgb.overlay import overlay_opts
+
+    cmd = [sys.executable, os.path.join(REPO, "tools", f"{script}.py"), *launcher_args,
+           "--config-file", os.path.join(SGB_ROOT, "configs", "e2e_relation_X_101_32_8_FPN_1x.yaml"),
+           *overlay_opts(os.path.join(REPO, "configs", "sgb", "synthetic_cpu.opts")),
+           *overlay_opts(str(synthetic_vg / "dataset.opts")),
+           *MODES[mode], "MODEL.ROI_RELATION_HEAD.PREDICTOR", predictor,
+           "GLOVE_DIR", str(synthetic_vg.parent / "glove"), *opts]
+    if out_dir is not None:
+        cmd += ["OUTPUT_DIR", str(out_dir)]
+    return cmd
+
+
+def run_host(cmd, cwd, timeout=900):
+    """Run a launcher command; fail the test with the log tail if it fails."""
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, f"{' '.join(cmd)}\nfailed ({result.returncode}):\n{log[-4000:]}"
+    return log
