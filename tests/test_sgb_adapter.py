@@ -119,7 +119,7 @@ def test_align_weight_scales_the_logged_loss():
     for weight in (1.0, 10.0):
         model = build(fake.MotifPredictor, ALIGN_ENABLED=True, ALIGN_WEIGHT=weight)
         torch.manual_seed(3)
-        values.append(float(run(model, batch)[2]["loss_align"]))
+        values.append(float(run(model, batch)[2]["loss_align"].detach()))
     assert values[1] == pytest.approx(10 * values[0], rel=1e-5)
 
 
@@ -195,3 +195,68 @@ def test_no_relations_in_the_foreground_gives_finite_losses():
     batch[2] = [torch.zeros_like(l) for l in batch[2]]
     losses = run(model, batch)[2]
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+# ----------------------------------------------------------------------------- RCL
+
+
+def random_bank(triplets, dim=16, seed=0):
+    from sgg_plugins.text.clip_text import TextEmbeddingBank
+
+    g = torch.Generator().manual_seed(seed)
+    O, P = fake.NUM_OBJ_CLASSES - 1, fake.NUM_REL_CLASSES - 1
+
+    def unit(*shape):
+        return torch.nn.functional.normalize(torch.randn(*shape, dim, generator=g), dim=-1)
+
+    return TextEmbeddingBank(unit(O + 1), unit(P + 1), unit(O + 1, P + 1), unit(P + 1, O + 1), triplets,
+                             unit(len(triplets)))
+
+
+@pytest.fixture
+def rcl_statistics(monkeypatch):
+    """The host's dataset statistics and the bank, as the adapter asks for them when it is built."""
+    import sgg_plugins.text.clip_text as clip_text
+    from sgg_plugins.hosts.sgb.predictors import RegularizedPredictorMixin
+
+    fg_matrix = torch.ones(fake.NUM_OBJ_CLASSES, fake.NUM_OBJ_CLASSES, fake.NUM_REL_CLASSES)
+    stats = {"fg_matrix": fg_matrix, "obj_classes": [f"o{i}" for i in range(fake.NUM_OBJ_CLASSES)],
+             "rel_classes": [f"r{i}" for i in range(fake.NUM_REL_CLASSES)]}
+    requested = {}
+
+    def bank(obj_classes, pred_classes, triplets, **kwargs):
+        requested.update(triplets=triplets, **kwargs)
+        return random_bank(triplets)
+
+    monkeypatch.setattr(RegularizedPredictorMixin, "_dataset_statistics", lambda self, config: stats)
+    monkeypatch.setattr(clip_text, "load_or_compute_bank", bank)
+    return requested
+
+
+@pytest.mark.parametrize("base", PREDICTORS)
+def test_rcl_loss_trains_adapters_and_relation_features(base, rcl_statistics):
+    model = build(base, RCL_ENABLED=True, RCL_EMBED_DIM=16)
+    losses = run(model)[2]
+    assert torch.isfinite(losses["loss_rcl"]) and losses["loss_rcl"] > 0
+    named, _ = grads_of(losses["loss_rcl"], model)
+    assert any(nonzero(g) for n, g in named.items() if n.startswith("sgg_plugins.rcl"))
+    assert any(nonzero(g) for n, g in named.items() if n.startswith("context_layer"))
+    assert not any(nonzero(g) for n, g in named.items() if n.startswith(model.spec.classifiers[0]))
+
+
+def test_rcl_bank_covers_every_training_triplet_and_the_config(rcl_statistics):
+    build(fake.MotifPredictor, RCL_ENABLED=True, RCL_TEXT_EMBEDDINGS="/data/emb.pt",
+          RCL_CLIP_PRETRAINED="/ckpt/clip.bin")
+    triplets = rcl_statistics["triplets"]
+    O, R = fake.NUM_OBJ_CLASSES, fake.NUM_REL_CLASSES
+    assert len(triplets) == O * O * (R - 1) and int(triplets[:, 1].min()) == 1  # predicates are 1-based
+    assert rcl_statistics["cache_path"] == "/data/emb.pt"
+    assert rcl_statistics["pretrained"] == "/ckpt/clip.bin"
+
+
+def test_rcl_weight_and_composition_with_align(rcl_statistics):
+    model = build(fake.MotifPredictor, RCL_ENABLED=True, RCL_EMBED_DIM=16, RCL_WEIGHT=0.0,
+                  ALIGN_ENABLED=True, PROBE_ENABLED=True)
+    losses = run(model)[2]
+    assert set(losses) == {"loss_align", "loss_rcl", "loss_probe", "loss_probe_contrast"}
+    assert float(losses["loss_rcl"]) == 0.0

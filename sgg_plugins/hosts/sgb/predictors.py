@@ -79,28 +79,28 @@ class RegularizedPredictorMixin:
                 heads[path.replace(".", "_")] = build_alignment_head(self.align_cfg.HEAD, resolve(self, path))
         self.sgg_plugins["align_heads"] = heads
 
-    def _build_rcl(self, config):
+    def _dataset_statistics(self, config):
         from maskrcnn_benchmark.data import get_dataset_statistics
 
-        from ...regularizers.rcl import RelationalContrastiveLoss
-        from ...text.clip_text import bank_for_config
+        return get_dataset_statistics(config)  # cached by the host in OUTPUT_DIR
 
-        stats = get_dataset_statistics(config)
-        bank = bank_for_config(self.rcl_cfg, stats["obj_classes"], stats["rel_classes"], stats["fg_matrix"])
-        rel_dim = resolve(self, self.spec.relation_feature).in_features
-        obj_dim = config.MODEL.ROI_RELATION_HEAD.CONTEXT_HIDDEN_DIM
-        self.sgg_plugins["rcl"] = RelationalContrastiveLoss(
-            rel_dim=rel_dim,
-            obj_dim=obj_dim,
-            bank=bank,
-            embed_dim=self.rcl_cfg.EMBED_DIM,
-            levels=self.rcl_cfg.LEVELS,
-            temperature=self.rcl_cfg.TEMPERATURE,
-            gamma=self.rcl_cfg.GAMMA,
-            synonym_threshold=self.rcl_cfg.SYNONYM_THRESHOLD,
-            min_similarity=self.rcl_cfg.MIN_SIMILARITY,
-            weighted_negatives=self.rcl_cfg.WEIGHTED_NEGATIVES,
-        )
+    def _build_rcl(self, config):
+        from ...regularizers.rcl import RelationalContrastiveLoss
+        from ...text.clip_text import load_or_compute_bank
+
+        cfg = self.rcl_cfg
+        stats = self._dataset_statistics(config)
+        # fg_matrix[s, o, p] counts the training split's triplets: every one the loss can meet.
+        subj, obj, pred = torch.nonzero(torch.as_tensor(stats["fg_matrix"])[:, :, 1:] > 0, as_tuple=True)
+        triplets = torch.stack([subj, pred + 1, obj], 1)
+        # Computed (or loaded) here, once, when the model is built: CLIP never runs in a step.
+        self.text_bank = load_or_compute_bank(
+            stats["obj_classes"], stats["rel_classes"], triplets, model=cfg.CLIP_MODEL,
+            pretrained=cfg.CLIP_PRETRAINED, prompt=cfg.PROMPT, object_prompt=cfg.OBJECT_PROMPT,
+            cache_path=cfg.TEXT_EMBEDDINGS or None)
+        self.sgg_plugins["rcl"] = RelationalContrastiveLoss.from_config(
+            cfg, rel_dim=resolve(self, self.spec.relation_feature).in_features,
+            obj_dim=config.MODEL.ROI_RELATION_HEAD.CONTEXT_HIDDEN_DIM, text_dim=self.text_bank.dim)
 
     def _build_probe(self, config):
         from ...regularizers.probe import RelationshipProbeLoss
@@ -225,10 +225,10 @@ class RegularizedPredictorMixin:
         else:
             subj_feats, obj_feats = objects[subj], objects[obj]
         labels = torch.cat([p.get_field("labels") for p in proposals], 0).long()
-        return self.sgg_plugins["rcl"](
-            clean["rcl_relation"], subj_feats, obj_feats,
-            labels[subj], torch.cat(rel_labels, 0).long(), labels[obj],
-        )
+        relation = clean["rcl_relation"]
+        self.text_bank.to(relation.device)  # in place; a no-op once it is there
+        return self.sgg_plugins["rcl"](relation, subj_feats, obj_feats, labels[subj],
+                                       torch.cat(rel_labels, 0).long(), labels[obj], self.text_bank)
 
     # ----------------------------------------------------------------------------- PROBE
     def _probe_losses(self, step, align_view):

@@ -1,0 +1,632 @@
+"""CLIP text embeddings for relational contrastive learning (seed 001, ``MODEL.RCL``).
+
+RelCLIP (§3.2) embeds every relation label with a frozen CLIP text encoder: the triplet prompt gives
+t_r, the object prompts give t_subj and t_obj, and the semantic-aware sampling (Eq. 7) compares the
+"subject predicate" and "predicate object" phrases of two relations. CLIP never runs inside a
+training step: :func:`load_or_compute_bank` embeds everything once, caches it to a file keyed by
+everything that changes the numbers, and later runs load that file.
+
+Index convention (SGB's): label 0 is the background for objects and predicates; class lists are
+indexed by label, entry 0 being the background. Row 0 of every table (and every table entry with a
+0 index) is a zero vector, so a lookup never needs a ``- 1`` and a background label is harmless.
+
+What is embedded (all L2-normalised, dimension D_t of the CLIP model):
+
+- ``objects``: ``object_prompt`` ("a photo of a {object}") per object class, [O+1, D_t];
+- ``predicates``: the bare predicate phrase ("riding") per predicate, [P+1, D_t], the text side of
+  the unary level (Table 3);
+- ``subject_predicate[s, p]`` ("man riding") and ``predicate_object[p, o]`` ("riding horse") for
+  every class pair, [O+1, P+1, D_t] and [P+1, O+1, D_t]: Eq. 7 compares the word tokens of these
+  two tuples, bare words as the word embeddings in the paper are;
+- ``triplets``: ``prompt`` ("a photo of a {subject} {predicate} {object}") for every ground-truth
+  triplet of the training split, a sparse table [T, D_t] searched by an integer key.
+
+open_clip is imported inside the functions that need it, so the bank loads without it.
+"""
+import difflib
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import threading
+import urllib.error
+import urllib.request
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PROMPT = "a photo of a {subject} {predicate} {object}"
+DEFAULT_OBJECT_PROMPT = "a photo of a {object}"
+# The sampling phrases of Eq. 7 and the unary text: bare words, like the paper's word embeddings.
+SUBJECT_PREDICATE_PHRASE = "{subject} {predicate}"
+PREDICATE_OBJECT_PHRASE = "{predicate} {object}"
+PREDICATE_PHRASE = "{predicate}"
+# Bumped whenever what the file holds or how it is computed changes: old caches are then recomputed.
+CACHE_FORMAT = 1
+# An offline machine must fail at once, not after huggingface_hub's minute of retries.
+HUB_PROBE_TIMEOUT_S = 1.5
+HUB_PROBE_URL = None  # None: the huggingface_hub endpoint (HF_ENDPOINT); tests point it elsewhere
+
+
+class CLIPUnavailableError(RuntimeError):
+    """The CLIP weights cannot be had here (offline, unknown tag, missing file)."""
+
+
+class TextEmbeddingBank:
+    """Frozen, L2-normalised CLIP text embeddings with vectorized lookups by label tensors.
+
+    Build it with :func:`load_or_compute_bank`, :meth:`load`, or directly from tensors (custom
+    texts, tests). All tables are detached: gradients never reach them.
+
+    Args:
+        objects: [O+1, D] object-prompt embeddings, row 0 zero (background).
+        predicates: [P+1, D] predicate-phrase embeddings, row 0 zero.
+        subject_predicate: [O+1, P+1, D] "subject predicate" phrase embeddings.
+        predicate_object: [P+1, O+1, D] "predicate object" phrase embeddings.
+        triplet_labels: [T, 3] long (subject, predicate, object) labels, 1-based, no duplicates.
+        triplets: [T, D] triplet-prompt embeddings, row i for ``triplet_labels[i]``.
+        meta: free-form dict (class names, cache key) kept with the file.
+    """
+
+    def __init__(self, objects, predicates, subject_predicate, predicate_object, triplet_labels, triplets,
+                 meta=None):
+        num_obj, num_pred, dim = objects.shape[0] - 1, predicates.shape[0] - 1, objects.shape[1]
+        triplet_labels = torch.as_tensor(triplet_labels, dtype=torch.long).reshape(-1, 3)
+        expected = {
+            "predicates": (predicates, (num_pred + 1, dim)),
+            "subject_predicate": (subject_predicate, (num_obj + 1, num_pred + 1, dim)),
+            "predicate_object": (predicate_object, (num_pred + 1, num_obj + 1, dim)),
+            "triplets": (triplets, (triplet_labels.shape[0], dim)),
+        }
+        for name, (tensor, shape) in expected.items():
+            if tuple(tensor.shape) != shape:
+                raise ValueError(f"TextEmbeddingBank: {name} has shape {tuple(tensor.shape)}, expected {shape} "
+                                 f"(from objects [{num_obj + 1}, {dim}] and predicates [{num_pred + 1}, ...]).")
+        self.num_objects = num_obj
+        self.num_predicates = num_pred
+        self.dim = dim
+        self.meta = dict(meta or {})
+        self.object_table = objects.detach().float()
+        self.predicate_table = predicates.detach().float()
+        self.subject_predicate_table = subject_predicate.detach().float()
+        self.predicate_object_table = predicate_object.detach().float()
+        keys = self.triplet_key(triplet_labels[:, 0], triplet_labels[:, 1], triplet_labels[:, 2])
+        # Sorted keys make the sparse triplet table searchable with torch.searchsorted.
+        self.triplet_keys, order = keys.sort()
+        if (self.triplet_keys[1:] == self.triplet_keys[:-1]).any():
+            raise ValueError("TextEmbeddingBank: triplet_labels holds the same triplet twice.")
+        self.triplet_labels = triplet_labels[order]
+        self.triplet_table = triplets.detach().float()[order]
+
+    @property
+    def device(self):
+        return self.object_table.device
+
+    def to(self, device):
+        """Move every table to ``device`` (in place; a no-op when already there). Returns self."""
+        device = torch.device(device)
+        if self.device != device:
+            for name in ("object_table", "predicate_table", "subject_predicate_table", "predicate_object_table",
+                         "triplet_keys", "triplet_labels", "triplet_table"):
+                setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def _check(self, labels, upper, what):
+        if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"{what} labels must be an integer tensor, got {labels.dtype}")
+        if labels.numel() and (labels.min() < 0 or labels.max() > upper):
+            raise ValueError(f"{what} labels must lie in [0, {upper}] (0 = background) for this text "
+                             f"embedding bank, got range [{int(labels.min())}, {int(labels.max())}]; "
+                             f"were the embeddings made for another dataset's class list?")
+        return labels.long().to(self.device)
+
+    def triplet_key(self, subj, pred, obj):
+        """One integer per (subject, predicate, object); equal keys mean the same triplet."""
+        subj = self._check(subj, self.num_objects, "subject")
+        pred = self._check(pred, self.num_predicates, "predicate")
+        obj = self._check(obj, self.num_objects, "object")
+        return (subj * (self.num_predicates + 1) + pred) * (self.num_objects + 1) + obj
+
+    def objects(self, labels):
+        """[...] object labels -> [..., D] object-prompt embeddings (zeros for label 0)."""
+        return self.object_table[self._check(labels, self.num_objects, "object")]
+
+    def predicates(self, labels):
+        """[...] predicate labels -> [..., D] predicate-phrase embeddings (zeros for label 0)."""
+        return self.predicate_table[self._check(labels, self.num_predicates, "predicate")]
+
+    def subject_predicate(self, subj, pred):
+        """"subject predicate" phrase embeddings, [..., D]."""
+        subj = self._check(subj, self.num_objects, "subject")
+        return self.subject_predicate_table[subj, self._check(pred, self.num_predicates, "predicate")]
+
+    def predicate_object(self, pred, obj):
+        """"predicate object" phrase embeddings, [..., D]."""
+        pred = self._check(pred, self.num_predicates, "predicate")
+        return self.predicate_object_table[pred, self._check(obj, self.num_objects, "object")]
+
+    def triplets(self, subj, pred, obj):
+        """Triplet-prompt embeddings [N, D] and ``found`` [N] bool; rows of absent triplets are zero."""
+        keys = self.triplet_key(subj, pred, obj)
+        if self.triplet_keys.numel() == 0:
+            return keys.new_zeros(keys.shape + (self.dim,), dtype=torch.float), torch.zeros_like(keys, dtype=torch.bool)
+        index = torch.searchsorted(self.triplet_keys, keys).clamp(max=self.triplet_keys.numel() - 1)
+        found = self.triplet_keys[index] == keys
+        return self.triplet_table[index] * found.unsqueeze(-1), found
+
+    def state_dict(self):
+        return {
+            "format": CACHE_FORMAT,
+            "objects": self.object_table.cpu(),
+            "predicates": self.predicate_table.cpu(),
+            "subject_predicate": self.subject_predicate_table.cpu(),
+            "predicate_object": self.predicate_object_table.cpu(),
+            "triplet_labels": self.triplet_labels.cpu(),
+            "triplets": self.triplet_table.cpu(),
+            "meta": self.meta,
+        }
+
+    def save(self, path):
+        """Write the bank atomically (a half-written file is never left under ``path``)."""
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path, device="cpu"):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"text embedding file not found: {path}") from None
+        except Exception as error:
+            raise ValueError(f"{path} is not a readable text embedding file ({error}); recreate it with "
+                             f"`sgg-plugins embed ... --out {path}`.") from None
+        if not isinstance(state, dict) or state.get("format") != CACHE_FORMAT:
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{path} has text embedding format {found!r}, this version reads {CACHE_FORMAT}; "
+                             f"recreate it with `sgg-plugins embed ... --out {path}`.")
+        bank = cls(state["objects"], state["predicates"], state["subject_predicate"], state["predicate_object"],
+                   state["triplet_labels"], state["triplets"], meta=state["meta"])
+        return bank.to(device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cache key: everything that changes the numbers.
+
+
+def weights_identity(pretrained):
+    """A local checkpoint is identified by its content (portable across machines), a tag by name."""
+    if os.path.isfile(pretrained):
+        digest = hashlib.sha256()
+        with open(pretrained, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+        return f"file-sha256:{digest.hexdigest()}"
+    return f"tag:{pretrained}"
+
+
+def _unique_triplets(triplets, num_obj, num_pred):
+    """[T, 3] (subject, predicate, object) labels -> sorted unique rows, checked against the classes."""
+    triplets = torch.as_tensor(triplets, dtype=torch.long).reshape(-1, 3)
+    if triplets.numel():
+        limits = torch.tensor([num_obj, num_pred, num_obj])
+        bad = (triplets < 1) | (triplets > limits)
+        if bad.any():
+            row = triplets[bad.any(1)][0].tolist()
+            raise ValueError(f"triplet {row} is out of range: (subject, predicate, object) labels must lie in "
+                             f"[1, {num_obj}] x [1, {num_pred}] x [1, {num_obj}] for these class lists.")
+    keys = (triplets[:, 0] * (num_pred + 1) + triplets[:, 1]) * (num_obj + 1) + triplets[:, 2]
+    keys = keys.unique()
+    subj, rest = keys // ((num_pred + 1) * (num_obj + 1)), keys % ((num_pred + 1) * (num_obj + 1))
+    return torch.stack([subj, rest // (num_obj + 1), rest % (num_obj + 1)], 1), keys
+
+
+def cache_key(obj_classes, pred_classes, triplet_keys, model, pretrained, prompt, object_prompt):
+    return {
+        "format": CACHE_FORMAT,
+        "clip_model": model,
+        "clip_weights": weights_identity(pretrained),
+        "prompt": prompt,
+        "object_prompt": object_prompt,
+        "phrases": [SUBJECT_PREDICATE_PHRASE, PREDICATE_OBJECT_PHRASE, PREDICATE_PHRASE],
+        "obj_classes": list(obj_classes[1:]),
+        "pred_classes": list(pred_classes[1:]),
+        "triplets_sha256": hashlib.sha256(triplet_keys.numpy().tobytes()).hexdigest(),
+    }
+
+
+def _key_digest(key):
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def default_cache_dir():
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "sgg_plugins", "text_embeddings")
+
+
+def _check_class_list(classes, what):
+    classes = list(classes)
+    if len(classes) < 2:
+        raise ValueError(f"{what} must list the background at index 0 and at least one class, got {classes!r}")
+    if any(not isinstance(name, str) or not name.strip() for name in classes[1:]):
+        raise ValueError(f"{what} must be non-empty strings (entry 0 is the background and is not embedded)")
+    return classes
+
+
+def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", pretrained="openai",
+                         prompt=DEFAULT_PROMPT, object_prompt=DEFAULT_OBJECT_PROMPT, cache_dir=None,
+                         cache_path=None, device="cpu", batch_size=256):
+    """The text embedding bank for these classes and triplets, from the cache when it is current.
+
+    Args:
+        obj_classes, pred_classes: names indexed by label, entry 0 the background (SGB's
+            ``ind_to_classes`` / ``ind_to_predicates``).
+        triplets: [T, 3] (subject, predicate, object) labels of the training split (duplicates ok).
+        model, pretrained: OpenCLIP model name and weights (a tag such as "openai" or a checkpoint file).
+        prompt, object_prompt: templates with {subject} {predicate} {object}, resp. {object}.
+        cache_path: the file to use (``MODEL.RCL.TEXT_EMBEDDINGS``); or ``cache_dir``: a folder where
+            the file is named by the key's digest (default ``~/.cache/sgg_plugins/text_embeddings``).
+        device: where CLIP runs when the embeddings must be computed, and where the bank is returned.
+
+    The file is reused only when it was made with the same model, weights (tag, or a local
+    checkpoint's content hash), templates and class lists, and holds every requested triplet (a
+    file made by ``sgg-plugins embed`` for all of split 0 serves a run that trains on part of it);
+    otherwise it is recomputed (needs CLIP) and overwritten. In ``cache_dir`` the file name carries
+    the digest of the whole key, triplet set included. Several processes computing at once is
+    safe (atomic writes) but wasteful: compute on one rank first, or use ``sgg-plugins embed``.
+    """
+    obj_classes = _check_class_list(obj_classes, "obj_classes")
+    pred_classes = _check_class_list(pred_classes, "pred_classes")
+    for template, fields in ((prompt, ("{subject}", "{predicate}", "{object}")), (object_prompt, ("{object}",))):
+        missing = [field for field in fields if field not in template]
+        if missing:
+            raise ValueError(f"prompt template {template!r} lacks {', '.join(missing)}")
+    triplet_labels, triplet_keys = _unique_triplets(triplets, len(obj_classes) - 1, len(pred_classes) - 1)
+    key = cache_key(obj_classes, pred_classes, triplet_keys, model, pretrained, prompt, object_prompt)
+    if not cache_path:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model}_{os.path.basename(str(pretrained))}")
+        cache_path = os.path.join(cache_dir or default_cache_dir(), f"clip_text_{safe}_{_key_digest(key)[:16]}.pt")
+
+    stale_reason = ""
+    if os.path.isfile(cache_path):
+        bank = TextEmbeddingBank.load(cache_path, device=device)
+        stored = bank.meta.get("key", {})
+        changed = [part for part in key if part != "triplets_sha256" and stored.get(part) != key[part]]
+        uncovered = int((~torch.isin(triplet_keys, bank.triplet_keys.cpu())).sum())
+        if not changed and not uncovered:
+            logger.info("text embeddings loaded from %s", cache_path)
+            return bank
+        what = f"a different {', '.join(changed)}" if changed else f"a triplet set lacking {uncovered} requested ones"
+        stale_reason = f"{cache_path} was made with {what}"
+        logger.warning("%s: recomputing the text embeddings", stale_reason)
+
+    try:
+        bank = compute_bank(obj_classes, pred_classes, triplet_labels, model, pretrained, prompt, object_prompt,
+                            device=device, batch_size=batch_size)
+    except CLIPUnavailableError as error:
+        if stale_reason:
+            raise CLIPUnavailableError(f"{stale_reason}, and recomputing needs CLIP: {error}") from None
+        raise
+    bank.meta["key"] = key
+    bank.save(cache_path)
+    logger.info("text embeddings written to %s", cache_path)
+    return bank
+
+
+# ----------------------------------------------------------------------------------------------
+# CLIP: resolving the weights without hanging offline, and encoding.
+
+
+def _import_open_clip():
+    try:
+        import open_clip
+    except ImportError:
+        raise ImportError("MODEL.RCL needs OpenCLIP to compute text embeddings: `pip install open_clip_torch "
+                          "--no-deps && pip install ftfy regex huggingface_hub` (keeps your torch), or set "
+                          "MODEL.RCL.TEXT_EMBEDDINGS to a file made with `sgg-plugins embed`.") from None
+    return open_clip
+
+
+def _hub_cache_dir():
+    """huggingface_hub's cache folder, read from the environment now (its constants are frozen at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    hf_home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface")
+    return os.path.join(hf_home, "hub")
+
+
+def _downloads_from_hf_hub(tag_cfg):
+    """open_clip prefers the Hugging Face hub when the tag has an entry there and the hub client is installed."""
+    return bool(tag_cfg.get("hf_hub")) and importlib.util.find_spec("huggingface_hub") is not None
+
+
+def _cached_weights_file(tag_cfg):
+    """The already-downloaded file for an OpenCLIP tag, or None; looks where open_clip would download to."""
+    if tag_cfg.get("file"):
+        return tag_cfg["file"] if os.path.isfile(tag_cfg["file"]) else None
+    if _downloads_from_hf_hub(tag_cfg):
+        from huggingface_hub import try_to_load_from_cache
+        from open_clip.pretrained import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+        repo_id, filename = os.path.split(tag_cfg["hf_hub"])
+        filename = filename or HF_WEIGHTS_NAME
+        # open_clip tries a .safetensors twin first; either may be the cached one.
+        candidates = [filename]
+        if filename == HF_WEIGHTS_NAME:
+            candidates.insert(0, HF_SAFE_WEIGHTS_NAME)
+        elif filename.endswith((".bin", ".pth")):
+            candidates.insert(0, filename[:-4] + ".safetensors")
+        for name in candidates:
+            path = try_to_load_from_cache(repo_id, name, cache_dir=_hub_cache_dir())
+            if isinstance(path, str) and os.path.isfile(path):
+                return path
+    if tag_cfg.get("url"):
+        path = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(tag_cfg["url"]))
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _env_flag(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_unreachable_reason(url=None, timeout=None):
+    """Why the weights host cannot be reached ("" when it can); answers within ~``timeout`` seconds.
+
+    huggingface_hub retries a failed download for about a minute before giving up; a single HEAD
+    request with a short timeout, run in a daemon thread so that a hanging DNS lookup cannot hold
+    us either, tells the same thing at once. Any HTTP answer (even an error status) means online.
+    """
+    for flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if _env_flag(flag):
+            return f"{flag} is set"
+    url = HUB_PROBE_URL or url or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    timeout = HUB_PROBE_TIMEOUT_S if timeout is None else timeout
+    outcome = {}
+
+    def probe():
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+            outcome["reason"] = ""
+        except urllib.error.HTTPError:
+            outcome["reason"] = ""
+        except Exception as error:  # DNS failure, refused, reset, TLS, timeout: all mean "not usable"
+            outcome["reason"] = f"{url} unreachable: {getattr(error, 'reason', error)}"
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return outcome.get("reason", f"{url} did not answer within {timeout:g} s")
+
+
+def _offline_message(model, pretrained, reason):
+    return (f"CLIP weights {pretrained!r} for {model} are not in the local cache and cannot be downloaded "
+            f"({reason}). Two ways out: set MODEL.RCL.CLIP_PRETRAINED (--clip-pretrained of `sgg-plugins embed`) "
+            f"to a local OpenCLIP checkpoint file (e.g. one copied from a machine with internet), or set "
+            f"MODEL.RCL.TEXT_EMBEDDINGS to an embedding file made on a machine with internet with "
+            f"`sgg-plugins embed --dict-file VG-SGG-dicts.json "
+            f"--roidb-file VG-SGG.h5 --clip-model {model} --clip-pretrained {pretrained} --out FILE`.")
+
+
+def resolve_clip_weights(model, pretrained):
+    """Check ``model`` and ``pretrained`` without touching the network longer than a probe.
+
+    Returns ``(weights, force_quick_gelu)`` for ``open_clip.create_model``: a local file when one
+    is given or already cached (so open_clip never goes online), else the tag to download.
+    Raises :class:`CLIPUnavailableError` naming the fix.
+    """
+    open_clip = _import_open_clip()
+    models = open_clip.list_models()
+    if model not in models:
+        close = difflib.get_close_matches(model, models, n=5) or [m for m in ("ViT-B-32", "ViT-B-16", "ViT-L-14",
+                                                                              "RN50") if m in models]
+        raise CLIPUnavailableError(f"unknown OpenCLIP model {model!r} (MODEL.RCL.CLIP_MODEL); e.g. "
+                                   f"{', '.join(close)} (open_clip.list_models() lists all {len(models)}).")
+    if not pretrained:
+        raise CLIPUnavailableError("MODEL.RCL.CLIP_PRETRAINED is empty: give an OpenCLIP tag (e.g. 'openai') or a "
+                                   "local checkpoint file; random text weights would make the embeddings meaningless.")
+    if os.path.isfile(pretrained):
+        return pretrained, False
+    tag_cfg = open_clip.get_pretrained_cfg(model, pretrained)
+    if not tag_cfg:
+        tags = open_clip.list_pretrained_tags_by_model(model)
+        looks_like_path = os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+        what = "no such checkpoint file" if looks_like_path else "not a weights tag of this model"
+        raise CLIPUnavailableError(f"MODEL.RCL.CLIP_PRETRAINED = {pretrained!r}: {what}. Tags for {model}: "
+                                   f"{', '.join(tags) or 'none'}; or give the path of a local checkpoint file.")
+    # The tag knows the activation its weights were trained with (OpenAI's need QuickGELU).
+    quick_gelu = bool(tag_cfg.get("quick_gelu", False))
+    cached = _cached_weights_file(tag_cfg)
+    if cached:
+        return cached, quick_gelu
+    reason = hub_unreachable_reason(None if _downloads_from_hf_hub(tag_cfg) else tag_cfg.get("url"))
+    if reason:
+        raise CLIPUnavailableError(_offline_message(model, pretrained, reason))
+    return pretrained, quick_gelu
+
+
+def load_clip(model, pretrained, device="cpu"):
+    """Frozen OpenCLIP model (eval mode) and its tokenizer."""
+    open_clip = _import_open_clip()
+    weights, quick_gelu = resolve_clip_weights(model, pretrained)
+    try:
+        clip = open_clip.create_model(model, pretrained=weights, force_quick_gelu=quick_gelu, device=device)
+    except Exception as error:  # a failed download, or a checkpoint of another architecture
+        hint = ("is MODEL.RCL.CLIP_PRETRAINED a checkpoint of MODEL.RCL.CLIP_MODEL?" if os.path.isfile(weights) else
+                _offline_message(model, pretrained, "the download failed"))
+        raise CLIPUnavailableError(f"could not load CLIP weights {weights} into {model} "
+                                   f"({type(error).__name__}: {str(error)[:300]}); {hint}") from None
+    clip.eval().requires_grad_(False)
+    return clip, open_clip.get_tokenizer(model)
+
+
+@torch.no_grad()
+def encode_texts(clip, tokenizer, texts, device="cpu", batch_size=256, desc="CLIP text"):
+    """[len(texts), D] L2-normalised text embeddings, computed in batches with a progress bar."""
+    from tqdm import tqdm
+
+    chunks = []
+    with tqdm(total=len(texts), desc=desc, unit="text") as bar:
+        for start in range(0, len(texts), batch_size):
+            batch = texts[start:start + batch_size]
+            features = clip.encode_text(tokenizer(batch).to(device)).float()
+            chunks.append(torch.nn.functional.normalize(features, dim=-1).cpu())
+            bar.update(len(batch))
+    return torch.cat(chunks) if chunks else torch.zeros(0, 0)
+
+
+def compute_bank(obj_classes, pred_classes, triplet_labels, model, pretrained, prompt=DEFAULT_PROMPT,
+                 object_prompt=DEFAULT_OBJECT_PROMPT, device="cpu", batch_size=256):
+    """Run CLIP once over every prompt and phrase the bank holds (see the module docstring)."""
+    clip, tokenizer = load_clip(model, pretrained, device=device)
+    objs, preds = list(obj_classes[1:]), list(pred_classes[1:])
+    triplet_labels = torch.as_tensor(triplet_labels, dtype=torch.long).reshape(-1, 3)
+    texts = [object_prompt.format(object=o) for o in objs]
+    texts += [PREDICATE_PHRASE.format(predicate=p) for p in preds]
+    texts += [SUBJECT_PREDICATE_PHRASE.format(subject=s, predicate=p) for s in objs for p in preds]
+    texts += [PREDICATE_OBJECT_PHRASE.format(predicate=p, object=o) for p in preds for o in objs]
+    texts += [prompt.format(subject=obj_classes[s], predicate=pred_classes[p], object=obj_classes[o])
+              for s, p, o in triplet_labels.tolist()]
+    embeddings = encode_texts(clip, tokenizer, texts, device=device, batch_size=batch_size)
+    del clip
+
+    num_obj, num_pred, dim = len(objs), len(preds), embeddings.shape[1]
+    pieces = embeddings.split([num_obj, num_pred, num_obj * num_pred, num_pred * num_obj, len(triplet_labels)])
+    objects = torch.zeros(num_obj + 1, dim)
+    objects[1:] = pieces[0]
+    predicates = torch.zeros(num_pred + 1, dim)
+    predicates[1:] = pieces[1]
+    subject_predicate = torch.zeros(num_obj + 1, num_pred + 1, dim)
+    subject_predicate[1:, 1:] = pieces[2].view(num_obj, num_pred, dim)
+    predicate_object = torch.zeros(num_pred + 1, num_obj + 1, dim)
+    predicate_object[1:, 1:] = pieces[3].view(num_pred, num_obj, dim)
+    meta = {"obj_classes": list(obj_classes), "pred_classes": list(pred_classes), "clip_model": model,
+            "clip_pretrained": str(pretrained)}
+    bank = TextEmbeddingBank(objects, predicates, subject_predicate, predicate_object, triplet_labels, pieces[4],
+                             meta=meta)
+    return bank.to(device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading a dataset in SGB's Visual Genome layout.
+
+
+def read_vg_classes(dict_file):
+    """SGB's VG-SGG-dicts.json -> (obj_classes, pred_classes), indexed by label, '__background__' at 0."""
+    try:
+        with open(dict_file) as handle:
+            info = json.load(handle)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"dict file not found: {dict_file}") from None
+    lists = []
+    for field in ("idx_to_label", "idx_to_predicate"):
+        if field not in info:
+            raise ValueError(f"{dict_file} has no {field!r}: is it SGB's VG-SGG-dicts.json?")
+        mapping = {int(index): name for index, name in info[field].items()}
+        if sorted(mapping) != list(range(1, len(mapping) + 1)):
+            raise ValueError(f"{dict_file}: {field} must number its entries 1..N without gaps")
+        lists.append(["__background__"] + [mapping[i] for i in range(1, len(mapping) + 1)])
+    return lists[0], lists[1]
+
+
+def read_vg_training_triplets(roidb_file):
+    """[T, 3] (subject, predicate, object) labels of every relation of the training split (split == 0).
+
+    SGB's validation images are carved out of split 0 too, so their triplets are included; RCL only
+    needs the set to cover what training can meet.
+    """
+    import h5py
+    import numpy as np
+
+    try:
+        h5 = h5py.File(roidb_file, "r")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"roidb file not found: {roidb_file}") from None
+    with h5:
+        missing = [f for f in ("split", "img_to_first_rel", "img_to_last_rel", "relationships", "predicates", "labels")
+                   if f not in h5]
+        if missing:
+            raise ValueError(f"{roidb_file} lacks {', '.join(missing)}: is it SGB's VG-SGG.h5?")
+        train = (h5["split"][:] == 0) & (h5["img_to_first_rel"][:] >= 0)
+        first, last = h5["img_to_first_rel"][:][train], h5["img_to_last_rel"][:][train]
+        pairs, predicates, labels = h5["relationships"][:], h5["predicates"][:, 0], h5["labels"][:, 0]
+    # Mark every relation index inside a training image's [first, last] range, without a loop.
+    marks = np.zeros(len(predicates) + 1, dtype=np.int64)
+    np.add.at(marks, first, 1)
+    np.add.at(marks, last + 1, -1)
+    in_train = np.cumsum(marks)[:-1] > 0
+    triplets = np.stack([labels[pairs[in_train, 0]], predicates[in_train], labels[pairs[in_train, 1]]], 1)
+    return torch.from_numpy(triplets.astype(np.int64))
+
+
+def _read_lines(path, what):
+    try:
+        with open(path) as handle:
+            return [line.strip() for line in handle if line.strip()]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} file not found: {path}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# `sgg-plugins embed`
+
+
+def add_arguments(parser):
+    from sgg_plugins.config import RCL_DEFAULTS
+
+    source = parser.add_argument_group("classes and triplets (a dataset, or class lists)")
+    source.add_argument("--dict-file", help="SGB's VG-SGG-dicts.json (idx_to_label, idx_to_predicate)")
+    source.add_argument("--roidb-file", help="SGB's VG-SGG.h5: triplets are read from its training split")
+    source.add_argument("--obj-classes", help="object class names, one per line, line i = label i (no background)")
+    source.add_argument("--pred-classes", help="predicate names, one per line, line i = label i (no background)")
+    source.add_argument("--triplets", help="with class lists: 'subject predicate object' label triples "
+                        "(1-based integers), one per line; MODEL.RCL only uses relations whose triplet is listed")
+    parser.add_argument("--clip-model", default=RCL_DEFAULTS["CLIP_MODEL"])
+    parser.add_argument("--clip-pretrained", default=RCL_DEFAULTS["CLIP_PRETRAINED"],
+                        help="OpenCLIP weights tag or local checkpoint file")
+    parser.add_argument("--prompt", default=RCL_DEFAULTS["PROMPT"])
+    parser.add_argument("--object-prompt", default=RCL_DEFAULTS["OBJECT_PROMPT"])
+    parser.add_argument("--out", required=True, help="embedding file to write (use it as MODEL.RCL.TEXT_EMBEDDINGS)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=256)
+
+
+def run(args):
+    if args.dict_file or args.roidb_file:
+        if not (args.dict_file and args.roidb_file):
+            raise SystemExit("sgg-plugins embed: --dict-file and --roidb-file go together")
+        obj_classes, pred_classes = read_vg_classes(args.dict_file)
+        triplets = read_vg_training_triplets(args.roidb_file)
+    elif args.obj_classes and args.pred_classes:
+        obj_classes = ["__background__"] + _read_lines(args.obj_classes, "--obj-classes")
+        pred_classes = ["__background__"] + _read_lines(args.pred_classes, "--pred-classes")
+        rows = [line.replace(",", " ").split() for line in _read_lines(args.triplets, "--triplets")] \
+            if args.triplets else []
+        if any(len(row) != 3 or not all(v.isdigit() for v in row) for row in rows):
+            raise SystemExit(f"sgg-plugins embed: every line of {args.triplets} must be three integer labels")
+        triplets = torch.tensor([[int(v) for v in row] for row in rows], dtype=torch.long).reshape(-1, 3)
+    else:
+        raise SystemExit("sgg-plugins embed: give --dict-file and --roidb-file, or --obj-classes and --pred-classes")
+    before = os.stat(args.out).st_mtime_ns if os.path.isfile(args.out) else None
+    try:
+        bank = load_or_compute_bank(obj_classes, pred_classes, triplets, model=args.clip_model,
+                                    pretrained=args.clip_pretrained, prompt=args.prompt,
+                                    object_prompt=args.object_prompt, cache_path=args.out, device=args.device,
+                                    batch_size=args.batch_size)
+    except (CLIPUnavailableError, ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"sgg-plugins embed: {error}")
+    written = before is None or os.stat(args.out).st_mtime_ns != before
+    print(f"{'wrote' if written else 'up to date, kept'} {args.out}: {bank.num_objects} object classes, "
+          f"{bank.num_predicates} predicates, {bank.triplet_keys.numel()} triplets, dim {bank.dim} "
+          f"({args.clip_model}, {args.clip_pretrained})")
+    if bank.triplet_keys.numel() == 0:
+        print("note: no triplets embedded; MODEL.RCL leaves out every relation whose triplet is not in the file "
+              "(give --roidb-file or --triplets)")
+    return 0
