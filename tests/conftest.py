@@ -4,9 +4,11 @@ import sys
 # The fixtures (fake_sgb) live beside the tests.
 sys.path.insert(0, os.path.dirname(__file__))
 
+import re  # noqa: E402
 import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SGB_ROOT = os.environ.get("SGB_ROOT")
@@ -50,3 +52,43 @@ def run_host(cmd, cwd, timeout=900):
     log = result.stdout + result.stderr
     assert result.returncode == 0, f"{' '.join(cmd)}\nfailed ({result.returncode}):\n{log[-4000:]}"
     return log
+
+
+FAST_TRAIN = ["SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.VAL_PERIOD", "1000"]
+NO_CACHE = ["TEST.ALLOW_LOAD_FROM_CACHE", "False"]
+
+
+def logged_losses(log, name):
+    """Every value the host's MetricLogger printed for ``name``."""
+    return [float(v) for v in re.findall(rf"{name}: ([-\d.naninf]+) \(", log)]
+
+
+def train_briefly(synthetic_vg, tmp_path, predictor, mode="predcls", opts=()):
+    """Two iterations and a checkpoint through our launcher; returns OUTPUT_DIR and the log."""
+    out = tmp_path / f"{predictor}_{mode}"
+    cmd = host_command(synthetic_vg, "relation_train_net", predictor, mode, [*FAST_TRAIN, *opts], out,
+                       ["--skip-test"])
+    log = run_host(cmd, cwd=tmp_path)
+    return out, log
+
+
+def host_predictions(synthetic_vg, tmp_path, predictor, weight, name, opts=(), launcher_args=()):
+    out = tmp_path / name
+    out.mkdir()  # the host's test script writes into OUTPUT_DIR without creating it
+    cmd = host_command(synthetic_vg, "relation_test_net", predictor, "predcls",
+                       ["MODEL.WEIGHT", str(weight), *NO_CACHE, *opts], out, launcher_args)
+    log = run_host(cmd, cwd=tmp_path)
+    (results,) = out.glob("inference/*/eval_results.pytorch")
+    from sgg_plugins.hosts.sgb import install
+
+    install()  # the predictions are the host's BoxLists: unpickling imports the host
+    return torch.load(results, weights_only=False)["predictions"], log
+
+
+def assert_identical_predictions(preds_a, preds_b):
+    assert len(preds_a) == len(preds_b) > 0
+    for a, b in zip(preds_a, preds_b):
+        assert torch.equal(a.bbox, b.bbox)
+        assert a.fields() == b.fields()
+        for field in a.fields():
+            assert torch.equal(a.get_field(field), b.get_field(field)), field

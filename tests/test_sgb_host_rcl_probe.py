@@ -1,0 +1,81 @@
+"""MODEL.RCL and MODEL.PROBE on the real SGB host (needs SGB_ROOT), alone and with MODEL.ALIGN.
+
+The text embeddings come the way the README tells users to make them: `sgg-plugins embed` for the
+dataset's files, with a small OpenCLIP model whose random weights are saved to a local checkpoint.
+"""
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import assert_identical_predictions, host_predictions, logged_losses, needs_sgb, train_briefly
+from sgg_plugins import cli
+
+pytestmark = needs_sgb
+open_clip = pytest.importorskip("open_clip")
+
+TINY_CLIP = {"embed_dim": 32,
+             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+             "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture(scope="module")
+def embeddings(synthetic_vg, tmp_path_factory):
+    """(opts for MODEL.RCL, path) with embeddings computed once by `sgg-plugins embed`."""
+    folder = tmp_path_factory.mktemp("clip")
+    (folder / "sggp-host-tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(folder / "sggp-host-tiny-clip.json")
+    torch.manual_seed(0)
+    weights = folder / "random_clip.pt"
+    torch.save(open_clip.create_model("sggp-host-tiny-clip", pretrained=None).state_dict(), weights)
+    out = folder / "text_embeddings.pt"
+    assert cli.main(["embed", "--dict-file", str(synthetic_vg / "VG-SGG-dicts-with-attri.json"),
+                     "--roidb-file", str(synthetic_vg / "VG-SGG-with-attri.h5"),
+                     "--clip-model", "sggp-host-tiny-clip", "--clip-pretrained", str(weights),
+                     "--out", str(out)]) == 0
+    opts = ["MODEL.RCL.ENABLED", "True", "MODEL.RCL.TEXT_EMBEDDINGS", str(out),
+            "MODEL.RCL.CLIP_MODEL", "sggp-host-tiny-clip", "MODEL.RCL.CLIP_PRETRAINED", str(weights)]
+    return opts
+
+
+PROBE = ["MODEL.PROBE.ENABLED", "True"]
+ALIGN = ["MODEL.ALIGN.ENABLED", "True"]
+
+
+def assert_finite_losses(log, *names):
+    for name in names:
+        values = logged_losses(log, name)
+        assert values and all(math.isfinite(v) for v in values), f"{name} not logged finite:\n{log[-3000:]}"
+
+
+def test_rcl_trains_from_precomputed_embeddings_and_leaves_eval_unchanged(synthetic_vg, tmp_path, embeddings):
+    out, log = train_briefly(synthetic_vg, tmp_path, "MotifPredictor", opts=embeddings)
+    assert_finite_losses(log, "loss_rcl")
+    assert "text embeddings loaded from" in log  # no CLIP computation at training time
+    weight = out / "model_final.pth"
+    with_rcl, _ = host_predictions(synthetic_vg, tmp_path, "MotifPredictor", weight, "eval_rcl", embeddings)
+    vanilla, _ = host_predictions(synthetic_vg, tmp_path, "MotifPredictor", weight, "eval_vanilla",
+                                  launcher_args=["--without-plugin"])
+    assert_identical_predictions(with_rcl, vanilla)
+
+
+@pytest.mark.parametrize("feature", ["edge_ctx", "obj_ctx"])
+def test_probe_trains_and_leaves_eval_unchanged(synthetic_vg, tmp_path, feature):
+    opts = [*PROBE, "MODEL.PROBE.FEATURE", feature]
+    out, log = train_briefly(synthetic_vg, tmp_path, "MotifPredictor", opts=opts)
+    assert_finite_losses(log, "loss_probe", "loss_probe_contrast")
+    weight = out / "model_final.pth"
+    with_probe, _ = host_predictions(synthetic_vg, tmp_path, "MotifPredictor", weight, "eval_probe", opts)
+    vanilla, _ = host_predictions(synthetic_vg, tmp_path, "MotifPredictor", weight, "eval_vanilla",
+                                  launcher_args=["--without-plugin"])
+    assert_identical_predictions(with_probe, vanilla)
+
+
+@pytest.mark.parametrize("predictor,mode", [("MotifPredictor", "predcls"), ("VCTreePredictor", "sgcls"),
+                                            ("TransformerPredictor", "predcls"), ("IMPPredictor", "predcls"),
+                                            ("MotifPredictor", "sgdet")])
+def test_three_regularizers_in_one_run(synthetic_vg, tmp_path, embeddings, predictor, mode):
+    _, log = train_briefly(synthetic_vg, tmp_path, predictor, mode, [*ALIGN, *PROBE, *embeddings])
+    assert_finite_losses(log, "loss_align", "loss_rcl", "loss_probe", "loss_probe_contrast")
