@@ -177,14 +177,17 @@ class TransformerPredictor(MotifPredictor):
         return obj_dists.split(num_objs), rel_dists.split([len(r) for r in rel_pair_idxs]), {}
 
 
+IMP_HIDDEN = 11  # IMP's state width is its own, not CONTEXT_HIDDEN_DIM (as in the host)
+
+
 class IMPContext(nn.Module):
     def __init__(self):
         super().__init__()
-        self.obj_unary = nn.Linear(IN_CHANNELS, HIDDEN)
-        self.edge_unary = nn.Linear(POOLING, HIDDEN)
-        self.node_gru = nn.GRUCell(HIDDEN, HIDDEN)
-        self.edge_gru = nn.GRUCell(HIDDEN, HIDDEN)
-        self.rel_fc = nn.Linear(HIDDEN, NUM_REL_CLASSES)
+        self.obj_unary = nn.Linear(IN_CHANNELS, IMP_HIDDEN)
+        self.edge_unary = nn.Linear(POOLING, IMP_HIDDEN)
+        self.node_gru = nn.GRUCell(IMP_HIDDEN, IMP_HIDDEN)
+        self.edge_gru = nn.GRUCell(IMP_HIDDEN, IMP_HIDDEN)
+        self.rel_fc = nn.Linear(IMP_HIDDEN, NUM_REL_CLASSES)
 
     def forward(self, x, proposals, union_features, rel_pair_idxs, logger=None):
         obj_rep, rel_rep = self.obj_unary(x), self.edge_unary(union_features)

@@ -79,6 +79,10 @@ class RegularizedPredictorMixin:
                 heads[path.replace(".", "_")] = build_alignment_head(self.align_cfg.HEAD, resolve(self, path))
         self.sgg_plugins["align_heads"] = heads
 
+    def _object_dim(self):
+        path, _, attribute = self.spec.object_dim.rpartition(".")
+        return getattr(resolve(self, path), attribute)
+
     def _dataset_statistics(self, config):
         from maskrcnn_benchmark.data import get_dataset_statistics
 
@@ -100,13 +104,13 @@ class RegularizedPredictorMixin:
             cache_path=cfg.TEXT_EMBEDDINGS or None)
         self.sgg_plugins["rcl"] = RelationalContrastiveLoss.from_config(
             cfg, rel_dim=resolve(self, self.spec.relation_feature).in_features,
-            obj_dim=config.MODEL.ROI_RELATION_HEAD.CONTEXT_HIDDEN_DIM, text_dim=self.text_bank.dim)
+            obj_dim=self._object_dim(), text_dim=self.text_bank.dim)
 
     def _build_probe(self, config):
         from ...regularizers.probe import RelationshipProbeLoss
 
         self.sgg_plugins["probe"] = RelationshipProbeLoss(
-            dim=config.MODEL.ROI_RELATION_HEAD.CONTEXT_HIDDEN_DIM,
+            dim=self._object_dim(),
             rank=self.probe_cfg.RANK,
             max_distance=self.probe_cfg.MAX_DISTANCE,
             temperature=self.probe_cfg.TEMPERATURE,

@@ -33,6 +33,9 @@ class PredictorSpec:
     relation_feature: str = ""
     object_feature: Optional[Tap] = None
     object_layout: str = "halves"
+    # Width of the per-object features (RCL's object features, every PROBE feature), read from the
+    # built predictor: post_emb consumes edge_ctx, whose width the object contexts share.
+    object_dim: str = "post_emb.in_features"
     # PROBE: per-object context features by MODEL.PROBE.FEATURE name.
     probe_features: Dict[str, Tap] = field(default_factory=dict)
     # Features that the alignment mirror's masking reaches, so its pass can serve as the probe's
@@ -79,6 +82,7 @@ IMP = PredictorSpec(
     relation_feature="context_layer.rel_fc",
     object_feature=_IMP_NODES,
     object_layout="same",
+    object_dim="context_layer.node_gru.hidden_size",
     probe_features={"edge_ctx": _IMP_NODES, "obj_ctx": _IMP_NODES},
     align_view_features=("edge_ctx", "obj_ctx"),
 )
