@@ -11,6 +11,8 @@ setup(
     install_requires=["numpy", "h5py", "Pillow", "yacs", "tqdm", "scipy", "matplotlib"],
     extras_require={
         "clip": ["open_clip_torch"],
+        # What Scene-Graph-Benchmark.pytorch itself imports beyond the core requirements.
+        "sgb": ["opencv-python-headless", "pycocotools", "six"],
         "test": ["pytest", "open_clip_torch"],
     },
     entry_points={"console_scripts": ["sgg-plugins=sgg_plugins.cli:main"]},

@@ -11,9 +11,7 @@ Sizes are those of a relation-training step: FPN level features of two images, 5
 import argparse
 import logging
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -21,20 +19,7 @@ import torch
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from sgg_plugins.hosts.sgb import ops  # noqa: E402
-
-
-def median_ms(fn, repeats, device):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+from timing import median_ms  # noqa: E402
 
 
 def make_inputs(device):
@@ -90,11 +75,11 @@ def main():
     print(f"{'op':<22}{'stand-in ms':>13}{'compiled ms':>13}{'ratio':>8}")
     compiled_calls = dict(op_calls(compiled, inputs)) if compiled is not None else {}
     for name, call in op_calls(standin, inputs):
-        ours = median_ms(call, args.repeats, device)
+        ours = median_ms(call, args.repeats, device, warmup=1)
         theirs_text, ratio_text = "-", "-"
         if name in compiled_calls:
             try:
-                theirs = median_ms(compiled_calls[name], args.repeats, device)
+                theirs = median_ms(compiled_calls[name], args.repeats, device, warmup=1)
                 theirs_text, ratio_text = f"{theirs:.2f}", f"{ours / theirs:.2f}"
             except RuntimeError as error:  # e.g. the compiled CPU build has no ROIPool / ROIAlign backward
                 theirs_text = "n/a: " + str(error).splitlines()[0][:40]

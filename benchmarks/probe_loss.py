@@ -7,28 +7,12 @@ sides start from leaf tensors that need a gradient, so neither counts the model 
     PYTHONPATH=. python3 benchmarks/probe_loss.py [--images 8 --objects 64 --dim 512 --device cpu]
 """
 import argparse
-import statistics
-import time
 
 import torch
+from timing import median_ms
 import torch.nn.functional as F
 
 from sgg_plugins.regularizers.probe import RelationshipProbeLoss
-
-
-def time_ms(step, repeats, device):
-    """Median wall time of one call in ms (the median shrugs off other processes on a shared CPU)."""
-    times = []
-    for index in range(repeats + 3):  # the first 3 calls warm up
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if index >= 3:
-            times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def main():
@@ -65,12 +49,12 @@ def main():
     def cross_entropy():
         F.cross_entropy(logits, labels).backward()
 
-    baseline = time_ms(cross_entropy, args.repeats, device)
+    baseline = median_ms(cross_entropy, args.repeats, device, warmup=3)
     print(f"{args.images} images x {args.objects} objects, D={args.dim}, rank={args.rank}, "
           f"{args.relations} relations/image, device={device}, threads={torch.get_num_threads()}")
     print(f"relation cross-entropy ({args.images * args.pairs} pairs x {args.classes} classes): {baseline:8.2f} ms")
     for name, step in (("probe loss", probe_only), ("probe + contrast (2 views)", probe_and_contrast)):
-        ms = time_ms(step, args.repeats, device)
+        ms = median_ms(step, args.repeats, device, warmup=3)
         print(f"{name:<27}: {ms:8.2f} ms  ({ms / baseline:6.1f}x the cross-entropy)")
 
 

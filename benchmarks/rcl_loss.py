@@ -10,31 +10,15 @@ classifier D_rel -> 51 predicates, as the host's last relation layer, and ``F.cr
     PYTHONPATH=. python3 benchmarks/rcl_loss.py [--relations 1024 4096 --dim 512 --level dual --device cpu]
 """
 import argparse
-import statistics
-import time
 
 import torch
+from timing import median_ms
 import torch.nn.functional as F
 
 from sgg_plugins.regularizers.rcl import LEVELS, RelationalContrastiveLoss
 from sgg_plugins.text.clip_text import TextEmbeddingBank
 
 NUM_OBJ, NUM_PRED = 150, 50
-
-
-def time_ms(step, repeats, device):
-    """Median wall time of one call in ms (the median shrugs off other processes on a shared CPU)."""
-    times = []
-    for index in range(repeats + 2):  # the first 2 calls warm up
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if index >= 2:
-            times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def random_bank(num_triplets, text_dim, generator):
@@ -82,8 +66,8 @@ def main():
         def cross_entropy_step():
             F.cross_entropy(classifier(rel_feats), pred).backward()
 
-        rcl_ms = time_ms(rcl_step, args.repeats, device)
-        ce_ms = time_ms(cross_entropy_step, args.repeats, device)
+        rcl_ms = median_ms(rcl_step, args.repeats, device, warmup=2)
+        ce_ms = median_ms(cross_entropy_step, args.repeats, device, warmup=2)
         distinct = torch.unique(bank.triplet_key(subj, pred, obj)).numel()
         print(f"N = {num_rel:5d} ({distinct} distinct triplets): RCL {rcl_ms:8.1f} ms, cross-entropy {ce_ms:6.2f} ms, "
               f"ratio {rcl_ms / ce_ms:6.1f}x")

@@ -89,10 +89,9 @@ def capture(root, taps):
 
             handles.append(module.register_forward_hook(hook, with_kwargs=True))
     try:
-        yield found
+        with _removed_on_exit(handles):
+            yield found
     finally:
-        for handle in handles:
-            handle.remove()
         for module, method in restore_methods:
             delattr(module, method)
 
@@ -116,12 +115,8 @@ def transform_inputs(root, paths, fn: Callable):
     def pre_hook(module, args):
         return map_floating(fn, args)
 
-    handles = [resolve(root, p).register_forward_pre_hook(pre_hook) for p in paths]
-    try:
+    with _removed_on_exit([resolve(root, p).register_forward_pre_hook(pre_hook) for p in paths]):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @contextlib.contextmanager
@@ -137,6 +132,12 @@ def replace_outputs(root, replacements):
             return _make(args[0], output)
 
         handles.append(resolve(root, path).register_forward_hook(hook))
+    with _removed_on_exit(handles):
+        yield
+
+
+@contextlib.contextmanager
+def _removed_on_exit(handles):
     try:
         yield
     finally:
