@@ -293,3 +293,26 @@ def test_has_dropout_coverage():
     rnn_drop = nn.Module()
     rnn_drop.rnn_drop = 0.2
     assert has_dropout(rnn_drop)
+
+
+def test_construction_only_dropout_rate_is_not_dropout():
+    context = nn.Module()
+    context.dropout_rate = 0.2  # SGB's contexts keep the rate they handed to their submodules
+    assert not has_dropout(context)
+
+
+def test_dropout_used_reports_only_sites_that_ran():
+    from sgg_plugins.regularizers.align import dropout_sites, dropout_used
+
+    model = nn.Module()
+    model.used = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))
+    model.unused = nn.LSTM(4, 4, num_layers=2, dropout=0.2)
+    sites = dropout_sites(model)
+    assert set(map(id, sites)) == {id(model.used[1]), id(model.unused)}
+    with dropout_used([model.unused]) as used:
+        model.used(torch.randn(2, 4))
+    assert not used
+    with dropout_used(sites) as used:
+        model.used(torch.randn(2, 4))
+    assert used
+    assert not any(s._forward_pre_hooks for s in sites)

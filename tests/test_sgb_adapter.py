@@ -158,7 +158,7 @@ def test_mirror_is_deterministic_without_dropout_given_the_mask_seed():
 def _step(model, batch):
     proposals, pairs, labels, binarys, roi, union = batch
     return dict(host_args=(proposals, pairs, labels, binarys), roi=roi, union=union, logger=None,
-                forests=[], clean={})
+                forests=[], clean={}, dropped=False)
 
 
 @pytest.mark.parametrize("base", PREDICTORS)
@@ -260,3 +260,25 @@ def test_rcl_weight_and_composition_with_align(rcl_statistics):
     losses = run(model)[2]
     assert set(losses) == {"loss_align", "loss_rcl", "loss_probe", "loss_probe_contrast"}
     assert float(losses["loss_rcl"]) == 0.0
+
+
+def count_context_calls(model):
+    calls = []
+    model.context_layer.register_forward_hook(lambda *a: calls.append(1))
+    return calls
+
+
+def test_target_pass_only_where_dropout_ran():
+    """Transformer's dropout runs: a no-dropout target pass is made. Dropout in a module the mode
+    never calls (as SGB's SGCls decoder in PredCls) does not cost that pass."""
+    transformer = build(fake.TransformerPredictor, ALIGN_ENABLED=True)
+    calls = count_context_calls(transformer)
+    run(transformer)
+    assert len(calls) == 3  # clean, mirror, target
+
+    motifs = build(fake.MotifPredictor, ALIGN_ENABLED=True)
+    motifs.unused_decoder = torch.nn.Dropout(0.2)
+    motifs._dropout_sites = [motifs.unused_decoder]
+    calls = count_context_calls(motifs)
+    run(motifs)
+    assert len(calls) == 2  # clean and mirror only

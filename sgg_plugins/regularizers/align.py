@@ -19,7 +19,9 @@ KL_DISTRIBUTIONS = ("softmax", "bernoulli")
 # Float attributes through which modules apply their own dropout when training: the host's
 # DecoderRNN (`rnn_drop`), tree-LSTMs (`dropout`), nn.RNNBase and nn.MultiheadAttention
 # (`dropout`), and modules calling F.dropout / scaled_dot_product_attention themselves.
-DROPOUT_ATTRIBUTES = ("dropout", "rnn_drop", "dropout_rate", "dropout_p")
+# Float attributes through which modules drop at run time. (SGB's contexts also hold a
+# ``dropout_rate``, but only hand it to their submodules at construction: it is not listed.)
+DROPOUT_ATTRIBUTES = ("dropout", "rnn_drop", "dropout_p")
 
 
 # ----------------------------------------------------------------------------- masking (Eq. 1)
@@ -197,10 +199,33 @@ def _dropout_attributes(module):
             and not isinstance(getattr(m, name), bool) and getattr(m, name) > 0]
 
 
+def dropout_sites(module):
+    """The submodules of ``module`` that would drop something in training mode, when called."""
+    sites = [m for m in _dropout_modules(module) if m.p > 0]
+    sites += [owner for owner, _, _ in _dropout_attributes(module) if owner not in sites]
+    return sites
+
+
 def has_dropout(module):
     """True if any part of ``module`` would drop something in training mode."""
-    return (any(m.p > 0 for m in _dropout_modules(module))
-            or bool(_dropout_attributes(module)))
+    return bool(dropout_sites(module))
+
+
+@contextlib.contextmanager
+def dropout_used(sites):
+    """Yields a list that is non-empty after the block if any of ``sites`` was called inside it.
+
+    A predictor may own dropout that a given mode never calls (SGB builds Motifs' SGCls decoder,
+    with dropout, also for PredCls): only dropout that ran makes the clean pass unfit as a target.
+    """
+    used = []
+    handles = [site.register_forward_pre_hook(lambda *_: used.append(True) if not used else None)
+               for site in sites]
+    try:
+        yield used
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextlib.contextmanager

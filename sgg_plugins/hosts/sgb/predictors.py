@@ -29,8 +29,9 @@ from ...regularizers.align import (
     alignment_kl,
     build_alignment_head,
     dropout_disabled,
+    dropout_sites,
+    dropout_used,
     frozen_running_stats,
-    has_dropout,
     mask_elements,
     supervised_alignment_loss,
 )
@@ -66,9 +67,9 @@ class RegularizedPredictorMixin:
             self._build_rcl(config)
         if self.probe_cfg.ENABLED:
             self._build_probe(config)
-        # Computed once the host's modules exist: whether the clean pass can serve as the
-        # alignment target or a separate no-dropout pass is needed (§4.1).
-        self._host_has_dropout = has_dropout(self)
+        # Once the host's modules exist: where dropout may happen. If any of it runs in the clean
+        # pass, that pass cannot serve as the alignment target: a no-dropout pass is made (§4.1).
+        self._dropout_sites = dropout_sites(self)
 
     # ----------------------------------------------------------------------------- construction
     def _build_align(self):
@@ -122,10 +123,11 @@ class RegularizedPredictorMixin:
             return super().forward(proposals, rel_pair_idxs, rel_labels, rel_binarys, roi_features,
                                    union_features, logger)
         host_args = (proposals, rel_pair_idxs, rel_labels, rel_binarys)
-        with self._forest_recorder() as forests, capture(self, self._clean_taps()) as clean:
+        with self._forest_recorder() as forests, capture(self, self._clean_taps()) as clean, \
+                dropout_used(self._dropout_sites) as dropped:
             obj_dists, rel_dists, add_losses = super().forward(*host_args, roi_features, union_features, logger)
         step = dict(host_args=host_args, roi=roi_features, union=union_features, logger=logger,
-                    forests=forests, clean=clean, rel_logits=torch.cat(rel_dists, 0))
+                    forests=forests, clean=clean, rel_logits=torch.cat(rel_dists, 0), dropped=bool(dropped))
         probe_view = None
         if self.align_cfg.ENABLED:
             loss, probe_view = self._alignment_loss(step)
@@ -184,7 +186,7 @@ class RegularizedPredictorMixin:
         mirror_logits, view = self._mirror_pass(step)
         if cfg.LOSS == "supervised":
             return supervised_alignment_loss(mirror_logits, torch.cat(step["host_args"][2], 0)), view
-        if self._host_has_dropout:
+        if step["dropped"]:
             with torch.no_grad(), self._extra_pass(step):
                 _, target, _ = super().forward(*step["host_args"], step["roi"], step["union"], step["logger"])
             target = torch.cat(target, 0)
