@@ -20,20 +20,20 @@ SUBCOMMANDS = {
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="sgg-plugins", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="sgg-plugins",
+        description="Tools of sgg-plugins, training-time regularizers for scene graph generation hosts.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, (module, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_module=module)
-        # Arguments are added lazily: only the chosen subcommand's module is imported.
-        p.set_defaults(_name=name)
-    return parser, sub
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        # Only the names here: a subcommand's arguments come from its module, imported when chosen.
+        sub.add_parser(name, help=help_text, description=help_text)
+    return parser
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser, sub = build_parser()
+    parser = build_parser()
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
         parser.parse_args(argv)  # prints help or the usage error
         return 2
