@@ -284,3 +284,29 @@ def test_embed_cli_from_class_lists(tiny, tmp_path, capsys):
     assert TextEmbeddingBank.load(str(out)).meta["obj_classes"] == OBJ
     with pytest.raises(SystemExit, match="give --dict-file and --roidb-file, or --obj-classes"):
         cli.main(["embed", "--out", str(out)])
+
+
+def save_model_folder(folder, weights_file):
+    """An OpenCLIP model folder (open_clip_config.json + weights), as `local-dir:` loads it."""
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CFG, "preprocess_cfg": {}}))
+    (folder / "open_clip_pytorch_model.bin").write_bytes(open(weights_file, "rb").read())
+    return f"local-dir:{folder}"
+
+
+def test_local_model_folder_loads_and_keys_the_cache_by_its_content(tiny, tmp_path, count_computations):
+    model = save_model_folder(tmp_path / "clip_folder", tiny[0])
+    folder_bank = bank_for(tiny, tmp_path / "cache", model=model, pretrained="")
+    file_bank = bank_for(tiny, tmp_path / "cache_file")
+    assert torch.allclose(folder_bank.triplet_table, file_bank.triplet_table, atol=1e-6)  # same weights
+    bank_for(tiny, tmp_path / "cache", model=model, pretrained="")
+    assert len(count_computations) == 2  # the folder's bank was reused
+    (tmp_path / "clip_folder" / "open_clip_pytorch_model.bin").write_bytes(open(tiny[1], "rb").read())
+    bank_for(tiny, tmp_path / "cache", model=model, pretrained="")
+    assert len(count_computations) == 3  # new weights in the folder: recomputed
+
+
+def test_local_model_folder_without_config_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CLIPUnavailableError, match="has no open_clip_config.json"):
+        resolve_clip_weights(f"local-dir:{tmp_path / 'empty'}", "")

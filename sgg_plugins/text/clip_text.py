@@ -199,8 +199,21 @@ class TextEmbeddingBank:
 # Cache key: everything that changes the numbers.
 
 
-def weights_identity(pretrained):
-    """A local checkpoint is identified by its content (portable across machines), a tag by name."""
+LOCAL_DIR = "local-dir:"  # OpenCLIP's schema for a folder with open_clip_config.json and weights
+
+
+def weights_identity(pretrained, model=""):
+    """A local checkpoint or model folder is identified by its content (portable across machines),
+    a tag by name."""
+    if model.startswith(LOCAL_DIR):
+        folder = model[len(LOCAL_DIR):]
+        digest = hashlib.sha256()
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                digest.update(name.encode())
+                digest.update(weights_identity(path).encode())
+        return f"dir-sha256:{digest.hexdigest()}"
     if os.path.isfile(pretrained):
         digest = hashlib.sha256()
         with open(pretrained, "rb") as handle:
@@ -230,7 +243,7 @@ def cache_key(obj_classes, pred_classes, triplet_keys, model, pretrained, prompt
     return {
         "format": CACHE_FORMAT,
         "clip_model": model,
-        "clip_weights": weights_identity(pretrained),
+        "clip_weights": weights_identity(pretrained, model),
         "prompt": prompt,
         "object_prompt": object_prompt,
         "phrases": [SUBJECT_PREDICATE_PHRASE, PREDICATE_OBJECT_PHRASE, PREDICATE_PHRASE],
@@ -423,6 +436,13 @@ def resolve_clip_weights(model, pretrained):
     Raises :class:`CLIPUnavailableError` naming the fix.
     """
     open_clip = _import_open_clip()
+    if model.startswith(LOCAL_DIR):
+        # A saved OpenCLIP folder carries its own config and weights; open_clip ignores `pretrained`.
+        folder = model[len(LOCAL_DIR):]
+        if not os.path.isfile(os.path.join(folder, "open_clip_config.json")):
+            raise CLIPUnavailableError(f"MODEL.RCL.CLIP_MODEL = {model!r}: {folder} has no open_clip_config.json; "
+                                       "a local-dir: model is a folder as OpenCLIP saves one for the Hugging Face hub.")
+        return None, False
     models = open_clip.list_models()
     if model not in models:
         close = difflib.get_close_matches(model, models, n=5) or [m for m in ("ViT-B-32", "ViT-B-16", "ViT-L-14",
@@ -459,7 +479,7 @@ def load_clip(model, pretrained, device="cpu"):
     try:
         clip = open_clip.create_model(model, pretrained=weights, force_quick_gelu=quick_gelu, device=device)
     except Exception as error:  # a failed download, or a checkpoint of another architecture
-        hint = ("is MODEL.RCL.CLIP_PRETRAINED a checkpoint of MODEL.RCL.CLIP_MODEL?" if os.path.isfile(weights) else
+        hint = ("is MODEL.RCL.CLIP_PRETRAINED a checkpoint of MODEL.RCL.CLIP_MODEL?" if weights and os.path.isfile(weights) else
                 _offline_message(model, pretrained, "the download failed"))
         raise CLIPUnavailableError(f"could not load CLIP weights {weights} into {model} "
                                    f"({type(error).__name__}: {str(error)[:300]}); {hint}") from None
