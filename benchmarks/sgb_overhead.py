@@ -3,7 +3,8 @@
 Shared by ``align_overhead.py``, ``rcl_overhead.py`` and ``probe_overhead.py``. Every variant runs in
 a fresh worker process (so its peak memory is its own) on the same pre-loaded batches with the same
 seed; baseline and variants alternate over ``--repeats`` rounds so machine drift hits both alike.
-Ratios are of medians, variant over baseline, from the same invocation.
+Ratios are of medians, variant over baseline, from the same invocation; the rounds alternate the
+order of the variants.
 
 Memory: on GPU the peak of ``torch.cuda.max_memory_allocated`` during the training steps; on CPU
 the growth of the process's peak resident set over the training steps (activations, gradients,
@@ -49,6 +50,9 @@ def worker(config_file, opts, steps, warmup, eval_batches):
         for p in module.parameters():
             p.requires_grad_(False)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+    # Reseeded after the build: a variant's extra modules draw from the RNG at construction, and
+    # every variant must see the same batches in the same order.
+    torch.manual_seed(0)
     loader = iter(make_data_loader(cfg, mode="train", is_distributed=False))
     batches = [next(loader) for _ in range(warmup + steps)]
     test_loader = make_data_loader(cfg, mode="test", is_distributed=False)[0]
@@ -126,8 +130,11 @@ def compare(variants, description, argv=None):
     results = {}
     for predictor in args.predictors:
         runs = {name: [] for name in variants}
-        for _ in range(args.repeats):
-            for name, extra in variants.items():
+        for round_index in range(args.repeats):
+            # Alternate the order each round so that whatever the first process of a round pays
+            # (cold file caches) falls on every variant alike.
+            order = list(variants.items())
+            for name, extra in order if round_index % 2 == 0 else order[::-1]:
                 opts = base_opts + PREDCLS + ["MODEL.ROI_RELATION_HEAD.PREDICTOR", predictor] + extra
                 runs[name].append(run_worker(args.config_file, opts, args))
         base = runs["baseline"]
