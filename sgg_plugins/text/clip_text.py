@@ -645,7 +645,7 @@ def run(args):
     written = before is None or os.stat(args.out).st_mtime_ns != before
     print(f"{'wrote' if written else 'up to date, kept'} {args.out}: {bank.num_objects} object classes, "
           f"{bank.num_predicates} predicates, {bank.triplet_keys.numel()} triplets, dim {bank.dim} "
-          f"({args.clip_model}, {args.clip_pretrained})")
+          f"({args.clip_model}" + ("" if args.clip_model.startswith(LOCAL_DIR) else f", {args.clip_pretrained}") + ")")
     if bank.triplet_keys.numel() == 0:
         print("note: no triplets embedded; MODEL.RCL leaves out every relation whose triplet is not in the file "
               "(give --roidb-file or --triplets)")
