@@ -516,8 +516,9 @@ def plot_losses(report, path):
                 if name not in curves:
                     continue
                 iterations, values = zip(*curves[name])
+                # Markers: the host logs every 200 iterations, so a short run has a point or two.
                 ax.plot(iterations, values, color=colors[j % len(colors)], linewidth=1, alpha=0.8,
-                        label=None if labelled else variant)
+                        marker="o", markersize=3, label=None if labelled else variant)
                 labelled = True
         ax.set_title(name)
         ax.set_xlabel("iteration")
