@@ -61,3 +61,4 @@ def test_explicit_align_name_and_bad_value_fail_before_training(synthetic_vg, tm
     assert result.returncode != 0
     assert "MODEL.ALIGN.MASK_PROB = 1.5 is not allowed; expected a number in [0.0, 1.0)" in result.stdout + result.stderr
     assert "iter:" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr  # a one-line error from the launcher

@@ -14,8 +14,13 @@ import random
 import runpy
 import sys
 
+from ...config import ConfigError
+from ...text.clip_text import CLIPUnavailableError
 from ..locate import HostNotFoundError
 from . import install
+
+# Errors in what the user asked for, raised before training starts: a message, not a traceback.
+USER_ERRORS = (ConfigError, CLIPUnavailableError)
 
 LAUNCHER_OPTIONS = ("--host-root", "--local_rank", "--local-rank")
 LAUNCHER_FLAGS = ("--without-plugin",)
@@ -110,5 +115,7 @@ def run_host_script(name, argv):
     sys.argv = [str(script), *host_argv]
     try:
         runpy.run_path(str(script), run_name="__main__")
+    except USER_ERRORS as error:
+        raise SystemExit(f"error: {error}") from None
     finally:
         sys.argv = saved_argv
