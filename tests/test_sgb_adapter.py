@@ -282,3 +282,13 @@ def test_target_pass_only_where_dropout_ran():
     calls = count_context_calls(motifs)
     run(motifs)
     assert len(calls) == 2  # clean and mirror only
+
+
+def test_supported_predictors_in_config_match_what_the_specs_provide():
+    """config.py states support without importing the host adapter; the specs must back it."""
+    from sgg_plugins.config import SUPPORTED_PREDICTORS
+    from sgg_plugins.hosts.sgb.specs import SPECS
+
+    assert set(SUPPORTED_PREDICTORS["align"]) == set(SPECS)
+    assert set(SUPPORTED_PREDICTORS["rcl"]) == {n for n, s in SPECS.items() if s.relation_feature and s.object_feature}
+    assert set(SUPPORTED_PREDICTORS["probe"]) == {n for n, s in SPECS.items() if s.probe_features}

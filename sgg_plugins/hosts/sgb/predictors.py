@@ -19,7 +19,6 @@ Each adds one weighted entry to the host's loss dict.
 """
 
 import contextlib
-import logging
 import sys
 
 import torch
@@ -37,8 +36,6 @@ from ...regularizers.align import (
 )
 from ..hooks import Tap, capture, has_path, map_floating, patched_attribute, replace_outputs, resolve, transform_inputs
 from .specs import SPECS
-
-logger = logging.getLogger("sgg_plugins")
 
 
 def _detach(value):
