@@ -14,6 +14,8 @@ ALIGN_HEADS = ("untied_mlp", "untied_linear", "tied")
 ALIGN_LOSSES = ("kl", "supervised")
 ALIGN_TARGETS = ("original",)
 KL_DIRECTIONS = ("forward", "reverse")
+KL_REDUCTIONS = ("relation", "element")
+MASK_UNITS = ("element", "relation")
 RCL_LEVELS = ("dual", "triple", "unary")
 PROBE_FEATURES = ("edge_ctx", "obj_ctx")
 
@@ -27,14 +29,35 @@ SUPPORTED_PREDICTORS = {
 
 ALIGN_DEFAULTS = dict(
     ENABLED=False,
-    MASK_PROB=0.1,  # p of Eq. 1
+    MASK_PROB=0.1,  # p of Eq. 1 (§4.1, §4.2)
+    # Eq. 1 zeroes "each element R_i in R ∈ R^{N×d}": the word says element, the subscript a row.
+    # "element" (each scalar) is the default because the paper's SGTR form masks single elements
+    # of the attention matrix (§3.2, Fig. 3) and "element" is the word Eq. 1 uses; "relation"
+    # zeroes whole rows (each relation's or object's vector).
+    MASK_UNIT="element",
     WEIGHT=10.0,  # lambda of Eq. 3
+    # "untied_mlp": §3.3's 3-layer MLP replacing the last two linear layers; "untied_linear": an
+    # untied copy of the last layer (§3.2, SGTR's form); "tied": the original head (Table 3 'PH').
     HEAD="untied_mlp",
-    LOSS="kl",
+    # Hidden width of the untied MLP; the paper gives none. 0 = the width of its pairwise object
+    # input (2 x CONTEXT_HIDDEN_DIM = 1024 on SGB's stock Motifs config: ~6 M parameters with the
+    # 4096-wide union feature, against 34 M for a 4096 x 4096 MLP), i.e. as wide as the host's own
+    # pair representation, so the untied head neither bottlenecks nor dwarfs it.
+    HEAD_HIDDEN_DIM=0,
+    LOSS="kl",  # "kl": self-supervised alignment (SSA); "supervised": Table 3 'SA'
+    # Weight of the mirror's cross-entropy under LOSS supervised: "plug the same supervised loss in
+    # the mirrored relation predictor" (§4.3), i.e. at the host's own relation-loss weight (SGB
+    # sums loss_rel unweighted: 1.0), not lambda.
+    SUPERVISED_WEIGHT=1.0,
     TARGET="original",
     KL_DIRECTION="forward",  # KL(P_orig || P_masked): the original is the reference distribution
-    USE_FREQ_BIAS=False,
-    DETACH_INPUT=True,
+    # The paper gives lambda but not the reduction. "relation": sum over classes, mean over
+    # relations (the KL of each relation's distribution, averaged); "element": mean over classes
+    # too, as F.kl_div's default reduction, 51x smaller on VG-50. Default "relation": Eq. 2 is a
+    # KL between distributions, which sums over the classes.
+    KL_REDUCTION="relation",
+    USE_FREQ_BIAS=False,  # "The predicate prior is not used in the mirrored relation predictor" (§3.3)
+    DETACH_INPUT=True,  # "we stop the gradient of the alignment loss at the input feature" (§3.1)
 )
 
 RCL_DEFAULTS = dict(
@@ -153,6 +176,11 @@ def validate_config(cfg):
         _check_bool(a, p, key)
     _check_range(a, p, "MASK_PROB", 0.0, 1.0, high_open=True)
     _check_range(a, p, "WEIGHT", 0.0, float("inf"))
+    _check_range(a, p, "SUPERVISED_WEIGHT", 0.0, float("inf"))
+    _check_choice(a, p, "MASK_UNIT", MASK_UNITS)
+    _check_choice(a, p, "KL_REDUCTION", KL_REDUCTIONS)
+    if not isinstance(a.HEAD_HIDDEN_DIM, int) or isinstance(a.HEAD_HIDDEN_DIM, bool) or a.HEAD_HIDDEN_DIM < 0:
+        _fail("MODEL.ALIGN.HEAD_HIDDEN_DIM", a.HEAD_HIDDEN_DIM, "a non-negative integer (0: the pair feature's width)")
     _check_choice(a, p, "HEAD", ALIGN_HEADS)
     _check_choice(a, p, "LOSS", ALIGN_LOSSES)
     _check_choice(a, p, "TARGET", ALIGN_TARGETS)

@@ -37,6 +37,8 @@ def make_cfg(predictor="MotifPredictor", **plugin_opts):
     cfg.MODEL.ROI_RELATION_HEAD = CfgNode()
     cfg.MODEL.ROI_RELATION_HEAD.PREDICTOR = predictor
     cfg.MODEL.ROI_RELATION_HEAD.CONTEXT_HIDDEN_DIM = HIDDEN
+    cfg.MODEL.ROI_BOX_HEAD = CfgNode()
+    cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM = POOLING  # the union feature's width
     add_sgg_plugins_config(cfg)
     for key, value in plugin_opts.items():
         node, name = key.split("_", 1)
@@ -59,6 +61,9 @@ def _packed(x):
 
 
 class LSTMContext(nn.Module):
+    """Motifs' context: obj_ctx(...) -> 6-tuple with the encoder features at index 2, then
+    edge_ctx(obj_rel_rep, perm, inv_perm, ls_transposed) on cat(obj_embed2(preds), x, obj_ctx)."""
+
     def __init__(self, dropout=0.0):
         super().__init__()
         self.pos_embed = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
@@ -69,19 +74,26 @@ class LSTMContext(nn.Module):
                                     bidirectional=True)
         self.lin_edge_h = nn.Linear(2 * HIDDEN, HIDDEN)
 
-    def obj_ctx(self, obj_feats, labels):
-        encoded = self.lin_obj_h(self.obj_ctx_rnn(_packed(obj_feats))[0].data)
-        return None, labels, encoded
+    def obj_ctx(self, obj_feats, proposals, obj_labels=None):
+        perm = torch.arange(obj_feats.shape[0])
+        encoded = self.lin_obj_h(self.obj_ctx_rnn(_packed(obj_feats[perm]))[0].data)
+        dists = nn.functional.one_hot(obj_labels, NUM_OBJ_CLASSES).float()
+        return dists, obj_labels, encoded[perm], perm, perm, None
 
-    def forward(self, x, proposals, logger=None):
+    def edge_ctx(self, inp_feats, perm, inv_perm, ls_transposed):
+        return self.lin_edge_h(self.edge_ctx_rnn(_packed(inp_feats[perm]))[0].data)[inv_perm]
+
+    def object_inputs(self, x, proposals):
         labels = torch.cat([p.get_field("labels") for p in proposals])
         boxes = torch.stack([labels.float(), labels.float() * 2, torch.ones_like(labels.float()),
                              torch.arange(len(labels)).float()], 1)
-        ctx = self.obj_ctx(torch.cat([x, self.pos_embed(boxes)], 1), labels)
-        obj_preds, obj_ctx = ctx[1], ctx[2] if ctx[2] is not None else ctx[0]
+        return labels, torch.cat([x, self.pos_embed(boxes)], 1)
+
+    def forward(self, x, proposals, logger=None):
+        labels, obj_pre_rep = self.object_inputs(x, proposals)
+        obj_dists, obj_preds, obj_ctx, perm, inv_perm, ls = self.obj_ctx(obj_pre_rep, proposals, labels)
         edge_in = torch.cat([self.obj_embed2(obj_preds), x, obj_ctx], 1)
-        edge_ctx = self.lin_edge_h(self.edge_ctx_rnn(_packed(edge_in))[0].data)
-        obj_dists = nn.functional.one_hot(labels, NUM_OBJ_CLASSES).float()
+        edge_ctx = self.edge_ctx(edge_in, perm, inv_perm, ls)
         return obj_dists, obj_preds, edge_ctx, None
 
 
@@ -120,15 +132,43 @@ def generate_forest(scores):
     return [("tree", float(scores.sum()))]
 
 
-class VCTreeLSTMContext(LSTMContext):
-    def obj_ctx(self, obj_feats, labels):
-        # VCTree's obj_ctx returns (obj_ctxs, obj_preds, obj_dists): the features come first.
-        _, preds, encoded = super().obj_ctx(obj_feats, labels)
-        return encoded, preds, None
+class TreeLSTM(nn.Module):
+    """Called as rnn(forest, features, num_obj) like the host's tree-LSTMs; holds its projection."""
 
-    def forward(self, x, proposals, logger=None):
-        self.last_forest = generate_forest(x.detach())
-        return super().forward(x, proposals, logger)
+    def __init__(self, in_dim):
+        super().__init__()
+        self.rnn = nn.LSTM(in_dim, HIDDEN, bidirectional=True)
+        self.out = nn.Linear(2 * HIDDEN, HIDDEN)
+
+    def forward(self, forest, features, num_obj):
+        return self.out(self.rnn(_packed(features))[0].data)
+
+
+class VCTreeLSTMContext(LSTMContext):
+    """VCTree's context: a forest from the module-level builder, obj_ctx returning
+    (obj_ctxs, obj_preds, obj_dists), then edge_ctx(num_objs, obj_rel_rep, forest) on the edge
+    tree-LSTM (no separate output projection, as in the host)."""
+
+    def __init__(self, dropout=0.0):
+        super().__init__(dropout)
+        self.edge_ctx_rnn = TreeLSTM(4 + IN_CHANNELS + HIDDEN)
+        del self.lin_edge_h
+
+    def obj_ctx(self, obj_feats, proposals, obj_labels=None, vc_forest=None):
+        dists, preds, encoded, *_ = super().obj_ctx(obj_feats, proposals, obj_labels)
+        return encoded, preds, dists
+
+    def edge_ctx(self, num_objs, obj_feats, forest):
+        assert forest is not None
+        return self.edge_ctx_rnn(forest, obj_feats, sum(num_objs))
+
+    def forward(self, x, proposals, rel_pair_idxs=None, logger=None):
+        labels, obj_pre_rep = self.object_inputs(x, proposals)
+        forest = generate_forest(x.detach())
+        obj_ctxs, obj_preds, obj_dists = self.obj_ctx(obj_pre_rep, proposals, labels, forest)
+        edge_in = torch.cat([self.obj_embed2(obj_preds), x, obj_ctxs], 1)
+        edge_ctx = self.edge_ctx([len(p) for p in proposals], edge_in, forest)
+        return obj_dists, obj_preds, edge_ctx, None
 
 
 class VCTreePredictor(MotifPredictor):
@@ -140,7 +180,7 @@ class VCTreePredictor(MotifPredictor):
         del self.rel_compress
 
     def forward(self, proposals, rel_pair_idxs, rel_labels, rel_binarys, roi_features, union_features, logger=None):
-        obj_dists, obj_preds, edge_ctx, _ = self.context_layer(roi_features, proposals, logger)
+        obj_dists, obj_preds, edge_ctx, _ = self.context_layer(roi_features, proposals, rel_pair_idxs, logger)
         prod, pair_pred = self.pair_reps(edge_ctx, obj_preds, proposals, rel_pair_idxs)
         rel_dists = self.ctx_compress(self.post_cat(prod) * union_features)
         rel_dists = rel_dists + self.freq_bias.index_with_labels(pair_pred)
@@ -148,17 +188,35 @@ class VCTreePredictor(MotifPredictor):
         return obj_dists.split(num_objs), rel_dists.split([len(r) for r in rel_pair_idxs]), {}
 
 
+class Encoder(nn.Module):
+    """Called as encoder(features, num_objs), like the host's TransformerEncoder."""
+
+    def __init__(self, dropout):
+        super().__init__()
+        self.layer = nn.Sequential(nn.Linear(HIDDEN, HIDDEN), nn.Dropout(dropout))
+
+    def forward(self, features, num_objs):
+        assert sum(num_objs) == features.shape[0]
+        return self.layer(features)
+
+
 class TransformerContext(nn.Module):
+    """Object encoder, then lin_edge(cat(roi, obj_feats, obj_embed2)) and the edge encoder."""
+
     def __init__(self, dropout=0.1):
         super().__init__()
         self.lin_obj = nn.Linear(IN_CHANNELS, HIDDEN)
-        self.context_obj = nn.Sequential(nn.Linear(HIDDEN, HIDDEN), nn.Dropout(dropout))
-        self.context_edge = nn.Sequential(nn.Linear(HIDDEN, HIDDEN), nn.Dropout(dropout))
+        self.context_obj = Encoder(dropout)
+        self.obj_embed2 = nn.Embedding(NUM_OBJ_CLASSES, 4)
+        self.lin_edge = nn.Linear(IN_CHANNELS + HIDDEN + 4, HIDDEN)
+        self.context_edge = Encoder(dropout)
 
     def forward(self, roi_features, proposals, logger=None):
         labels = torch.cat([p.get_field("labels") for p in proposals])
-        obj_feats = self.context_obj(self.lin_obj(roi_features))
-        edge_ctx = self.context_edge(obj_feats)
+        num_objs = [len(p) for p in proposals]
+        obj_feats = self.context_obj(self.lin_obj(roi_features), num_objs)
+        edge_pre_rep = torch.cat([roi_features, obj_feats, self.obj_embed2(labels)], 1)
+        edge_ctx = self.context_edge(self.lin_edge(edge_pre_rep), num_objs)
         return nn.functional.one_hot(labels, NUM_OBJ_CLASSES).float(), labels, edge_ctx
 
 

@@ -8,8 +8,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from sgg_plugins.regularizers.align import (
-    UntiedMLPHead, alignment_kl, build_alignment_head, dropout_disabled, frozen_running_stats,
-    has_dropout, mask_elements, mask_packed_sequence, supervised_alignment_loss,
+    UntiedMLPHead, alignment_kl, dropout_disabled, frozen_running_stats,
+    has_dropout, mask_elements, mask_input, supervised_alignment_loss,
     untied_linear_copy)
 
 # 2 relations x 3 predicates; logits are log-probabilities plus a per-row offset (softmax ignores it)
@@ -40,6 +40,31 @@ def test_reverse_kl_matches_hand_computation():
     row1 = 0.5 * math.log(0.5 / 0.2) + 0.3 * math.log(1.0) + 0.2 * math.log(0.2 / 0.5)
     loss = alignment_kl(logits_of(MIRROR_P), logits_of(TARGET_P), direction="reverse")
     assert loss.item() == pytest.approx((row0 + row1) / 2, rel=1e-5)
+
+
+def test_element_reduction_is_the_relation_reduction_over_the_class_count():
+    mirror, target = logits_of(MIRROR_P), logits_of(TARGET_P)
+    per_relation = alignment_kl(mirror, target, reduction="relation")
+    per_element = alignment_kl(mirror, target, reduction="element")
+    assert per_element.item() == pytest.approx(per_relation.item() / 3, rel=1e-6)
+    log_m, log_t = mirror.log_softmax(-1), target.log_softmax(-1)
+    assert per_element.item() == pytest.approx(F.kl_div(log_m, log_t, log_target=True).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="reduction"):
+        alignment_kl(mirror, target, reduction="sum")
+
+
+def test_kl_with_minus_inf_logits_has_finite_gradients_both_directions():
+    # A class the mirror rules out (−inf logit): P_mirror = 0 there. Reverse KL used to give NaN
+    # gradients through the unselected branch of 0 log 0.
+    for direction in ("forward", "reverse"):
+        mirror = torch.tensor([[2.0, float("-inf"), 0.5], [0.1, 0.2, 0.3]], requires_grad=True)
+        target = torch.tensor([[1.0, -3.0, 0.0], [0.3, 0.2, 0.1]])
+        if direction == "forward":
+            target = torch.tensor([[1.0, float("-inf"), 0.0], [0.3, 0.2, 0.1]])
+        loss = alignment_kl(mirror, target, direction)
+        loss.backward()
+        assert torch.isfinite(loss), direction
+        assert not torch.isnan(mirror.grad).any(), direction
 
 
 def test_kl_is_zero_for_identical_branches_when_nothing_is_masked():
@@ -133,14 +158,25 @@ def test_mask_with_p_zero_is_the_input_itself_and_bad_p_fails():
         mask_elements(x, 1.0)
 
 
-def test_mask_packed_sequence_keeps_the_packing():
-    padded = torch.randn(5, 3, 4)  # time-major, 3 sequences
-    packed = pack_padded_sequence(padded, torch.tensor([5, 2, 4]), enforce_sorted=False)
-    masked = mask_packed_sequence(packed, 0.3, torch.Generator().manual_seed(1))
-    assert torch.equal(masked.batch_sizes, packed.batch_sizes)
-    assert torch.equal(masked.sorted_indices, packed.sorted_indices)
-    assert masked.data.shape == packed.data.shape and (masked.data == 0).any()
-    nn.LSTM(4, 6)(masked)  # still a valid LSTM input
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_relation_unit_masks_whole_rows_with_probability_p(p):
+    x = torch.rand(20000, 8) + 1.0  # no zero before masking
+    masked = mask_input(x, p, unit="relation", generator=torch.Generator().manual_seed(0))
+    zero_rows = (masked == 0).all(1)
+    assert ((masked == 0).any(1) == zero_rows).all()  # a row is kept whole or zeroed whole
+    assert abs(zero_rows.float().mean().item() - p) < 0.015
+    assert torch.equal(masked[~zero_rows], x[~zero_rows])  # kept rows unscaled
+
+
+def test_element_unit_masks_scalars_independently():
+    x = torch.rand(4000, 16) + 1.0
+    masked = mask_input(x, 0.1, unit="element", generator=torch.Generator().manual_seed(0))
+    zeros = masked == 0
+    assert abs(zeros.float().mean().item() - 0.1) < 0.01
+    # Rows are not zeroed whole: the chance of a whole 16-wide row is 1e-16.
+    assert not zeros.all(1).any() and zeros.any(1).float().mean() > 0.7
+    with pytest.raises(ValueError, match="MASK_UNIT"):
+        mask_input(x, 0.1, unit="row")
 
 
 # ----------------------------------------------------------------------------- heads
@@ -151,7 +187,6 @@ def test_untied_mlp_head_layers():
     assert [(m.in_features, m.out_features) for m in head if isinstance(m, nn.Linear)] == \
         [(16, 32), (32, 32), (32, 51)]
     assert head(torch.randn(3, 16)).shape == (3, 51)
-    assert UntiedMLPHead(16, 51)[0].out_features == 16  # hidden size defaults to in_dim
 
 
 def test_untied_linear_copy_has_equal_values_but_its_own_parameters():
@@ -162,17 +197,6 @@ def test_untied_linear_copy_has_equal_values_but_its_own_parameters():
     with torch.no_grad():
         copy.weight.add_(1.0)
     assert not torch.equal(copy.weight, layer.weight)
-
-
-def test_build_alignment_head_kinds():
-    layer = nn.Linear(8, 5)
-    for kind in ("untied_mlp", "untied_linear"):
-        head = build_alignment_head(kind, layer)
-        assert (head.in_features, head.out_features) == (8, 5)
-        assert not {id(p) for p in head.parameters()} & {id(p) for p in layer.parameters()}
-    assert build_alignment_head("tied", layer) is None
-    with pytest.raises(ValueError, match="untied_mlp"):
-        build_alignment_head("shared", layer)
 
 
 # ----------------------------------------------------------------------------- extra passes
@@ -301,18 +325,18 @@ def test_construction_only_dropout_rate_is_not_dropout():
     assert not has_dropout(context)
 
 
-def test_dropout_used_reports_only_sites_that_ran():
-    from sgg_plugins.regularizers.align import dropout_sites, dropout_used
+def test_dropout_calls_reports_only_sites_that_ran():
+    from sgg_plugins.regularizers.align import dropout_calls, dropout_sites
 
     model = nn.Module()
     model.used = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))
     model.unused = nn.LSTM(4, 4, num_layers=2, dropout=0.2)
     sites = dropout_sites(model)
     assert set(map(id, sites)) == {id(model.used[1]), id(model.unused)}
-    with dropout_used([model.unused]) as used:
+    with dropout_calls([model.unused]) as called:
         model.used(torch.randn(2, 4))
-    assert not used
-    with dropout_used(sites) as used:
+    assert not called
+    with dropout_calls(sites) as called:
         model.used(torch.randn(2, 4))
-    assert used
+    assert called == {model.used[1]}
     assert not any(s._forward_pre_hooks for s in sites)

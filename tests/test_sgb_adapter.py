@@ -57,28 +57,53 @@ def test_host_parameter_names_unchanged_plugin_under_prefix(base):
     assert keys - host_keys
 
 
+def declared(model):
+    """Parameter names the alignment mirror declares it trains (host modules + its own head)."""
+    modules = model.sgg_plugins["align"].mirrored_modules(model)
+    return {n for n, _ in model.named_parameters()
+            if n.startswith("sgg_plugins.align.") or any(n.startswith(m + ".") for m in modules)}
+
+
+@pytest.mark.parametrize("head", ["untied_mlp", "untied_linear", "tied"])
 @pytest.mark.parametrize("base", PREDICTORS)
-def test_align_gradient_reaches_context_and_untied_head_only(base):
-    model = build(base, ALIGN_ENABLED=True)
-    model.train()
+def test_align_gradient_reaches_exactly_the_declared_modules(base, head):
+    """Seed 002 §3.1: "the alignment loss only affects the message passing and feature refinement
+    in the relation predictor": every parameter outside the declared set gets exactly zero."""
+    model = build(base, ALIGN_ENABLED=True, ALIGN_HEAD=head)
     batch = fake.make_batch()
-    _, _, losses = run(model, batch)
-    loss = losses["loss_align"]
+    loss = run(model, batch)[2]["loss_align"]
     assert torch.isfinite(loss) and loss > 0
     named, (g_roi, g_union) = grads_of(loss, model, batch[4:])
-    assert g_roi is None and g_union is None, "DETACH_INPUT: no alignment gradient into input features"
-    assert any(nonzero(g) for n, g in named.items() if n.startswith("sgg_plugins.align_heads"))
-    assert any(nonzero(g) for n, g in named.items() if n.startswith("context_layer"))
-    for path in model.spec.classifiers:
-        assert not nonzero(named[path + ".weight"]), "the original head gets no alignment gradient"
-    assert not any(nonzero(g) for n, g in named.items() if n.startswith("freq_bias")), "no prior in the mirror"
+    got = {n for n, g in named.items() if nonzero(g)}
+    assert got == declared(model), f"extra {sorted(got - declared(model))}, missing {sorted(declared(model) - got)}"
+    assert not nonzero(g_roi) and not nonzero(g_union), "DETACH_INPUT: no alignment gradient into input features"
 
 
-def test_align_without_detach_reaches_input_features():
+def test_motifs_declared_modules_are_the_edge_context_and_post_emb():
+    model = build(fake.MotifPredictor, ALIGN_ENABLED=True)
+    assert model.sgg_plugins["align"].mirrored_modules(model) == (
+        "context_layer.edge_ctx_rnn", "context_layer.lin_edge_h", "post_emb")
+    tied = build(fake.MotifPredictor, ALIGN_ENABLED=True, ALIGN_HEAD="tied")
+    assert tied.sgg_plugins["align"].mirrored_modules(tied)[-2:] == ("post_cat", "rel_compress")
+
+
+def test_align_without_detach_reaches_object_context_and_input_features():
     model = build(fake.MotifPredictor, ALIGN_ENABLED=True, ALIGN_DETACH_INPUT=False)
     batch = fake.make_batch()
-    _, (g_roi, g_union) = grads_of(run(model, batch)[2]["loss_align"], model, batch[4:])
+    named, (g_roi, g_union) = grads_of(run(model, batch)[2]["loss_align"], model, batch[4:])
     assert nonzero(g_roi) and nonzero(g_union)
+    assert nonzero(named["context_layer.obj_ctx_rnn.weight_ih_l0"])
+
+
+def test_mirror_reuses_the_clean_object_context(monkeypatch):
+    model = build(fake.MotifPredictor, ALIGN_ENABLED=True)
+    calls = {"obj_ctx": 0, "edge_ctx": 0}
+    for name in calls:
+        original = getattr(model.context_layer, name)
+        monkeypatch.setattr(model.context_layer, name,
+                            lambda *a, _n=name, _o=original, **k: calls.__setitem__(_n, calls[_n] + 1) or _o(*a, **k))
+    run(model)
+    assert calls == {"obj_ctx": 1, "edge_ctx": 2}
 
 
 @pytest.mark.parametrize("base", [fake.MotifPredictor, fake.TransformerPredictor])
@@ -89,28 +114,42 @@ def test_unmasked_tied_mirror_with_prior_is_the_original(base):
     assert float(run(model)[2]["loss_align"].detach()) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_tied_head_trains_the_original_head_and_adds_no_parameters():
+def test_tied_head_adds_no_parameters():
     model = build(fake.MotifPredictor, ALIGN_ENABLED=True, ALIGN_HEAD="tied")
     assert not list(model.sgg_plugins.parameters())
-    named, _ = grads_of(run(model)[2]["loss_align"], model)
-    assert nonzero(named["rel_compress.weight"])
 
 
 def test_untied_linear_head_is_a_copy_of_the_classifier():
     model = build(fake.MotifPredictor, ALIGN_ENABLED=True, ALIGN_HEAD="untied_linear")
-    head = model.sgg_plugins["align_heads"]["rel_compress"]
+    head = model.sgg_plugins["align"].linear["rel_compress"]
     assert torch.equal(head.weight, model.rel_compress.weight) and head.weight is not model.rel_compress.weight
 
 
-def test_supervised_alignment_uses_the_labels():
-    model = build(fake.MotifPredictor, ALIGN_ENABLED=True, ALIGN_LOSS="supervised")
+def test_untied_mlp_replaces_the_last_two_layers_fed_pair_and_relation_features():
+    """§3.3: "the pairwise combined object features and the masked relation features are fed to
+    the MLP": its input is post_cat's input (2h) and the union feature (the box head's width)."""
+    model = build(fake.TransformerPredictor, ALIGN_ENABLED=True, ALIGN_HEAD_HIDDEN_DIM=7)
+    mlp = model.sgg_plugins["align"].mlp
+    assert [(m.in_features, m.out_features) for m in mlp if isinstance(m, torch.nn.Linear)] == [
+        (2 * fake.HIDDEN + fake.POOLING, 7), (7, 7), (7, fake.NUM_REL_CLASSES)]
+    named, _ = grads_of(run(model)[2]["loss_align"], model)
+    for layer in ("post_cat", "rel_compress", "ctx_compress"):  # both parallel last layers replaced
+        assert not nonzero(named[layer + ".weight"]), layer
+
+
+def test_supervised_alignment_is_the_cross_entropy_at_its_own_weight():
     batch = fake.make_batch()
-    torch.manual_seed(1)
-    first = run(model, batch)[2]["loss_align"]
+    values = []
+    for weight in (10.0, 1.0):
+        model = build(fake.MotifPredictor, ALIGN_ENABLED=True, ALIGN_LOSS="supervised", ALIGN_WEIGHT=weight,
+                      ALIGN_SUPERVISED_WEIGHT=2.0)
+        torch.manual_seed(1)
+        values.append(float(run(model, batch)[2]["loss_align"].detach()))
+    assert values[0] == pytest.approx(values[1])  # λ (WEIGHT) does not scale the supervised loss
     flipped = list(batch)
     flipped[2] = [(l + 1) % fake.NUM_REL_CLASSES for l in batch[2]]
     torch.manual_seed(1)
-    assert not torch.allclose(first, run(model, flipped)[2]["loss_align"])
+    assert float(run(model, flipped)[2]["loss_align"].detach()) != pytest.approx(values[1])
 
 
 def test_align_weight_scales_the_logged_loss():
@@ -145,22 +184,6 @@ def test_vctree_extra_passes_reuse_the_clean_forest(monkeypatch):
     assert len(calls) == 1
 
 
-def test_mirror_is_deterministic_without_dropout_given_the_mask_seed():
-    model = build(fake.TransformerPredictor, ALIGN_ENABLED=True)
-    batch = fake.make_batch()
-    torch.manual_seed(5)
-    mirror_a = model._mirror_pass(_step(model, batch))[0]
-    torch.manual_seed(5)
-    mirror_b = model._mirror_pass(_step(model, batch))[0]
-    assert torch.equal(mirror_a, mirror_b)
-
-
-def _step(model, batch):
-    proposals, pairs, labels, binarys, roi, union = batch
-    return dict(host_args=(proposals, pairs, labels, binarys), roi=roi, union=union, logger=None,
-                forests=[], clean={}, dropped=False)
-
-
 @pytest.mark.parametrize("base", PREDICTORS)
 @pytest.mark.parametrize("feature", ["edge_ctx", "obj_ctx"])
 def test_probe_losses_are_finite_and_train_the_context(base, feature):
@@ -171,14 +194,6 @@ def test_probe_losses_are_finite_and_train_the_context(base, feature):
     named, _ = grads_of(losses["loss_probe"], model)
     assert any(nonzero(g) for n, g in named.items() if n.startswith("context_layer"))
     assert any(nonzero(g) for n, g in named.items() if n.startswith("sgg_plugins.probe"))
-
-
-def test_probe_shares_the_alignment_pass_for_edge_features():
-    model = build(fake.MotifPredictor, ALIGN_ENABLED=True, PROBE_ENABLED=True, PROBE_FEATURE="edge_ctx")
-    calls = []
-    model.context_layer.register_forward_hook(lambda *a: calls.append(1))
-    run(model)
-    assert len(calls) == 2  # the clean pass and the mirror, no third context pass
 
 
 def test_probe_without_contrast_has_no_second_view():
@@ -216,8 +231,7 @@ def random_bank(triplets, dim=16, seed=0):
 @pytest.fixture
 def rcl_statistics(monkeypatch):
     """The host's dataset statistics and the bank, as the adapter asks for them when it is built."""
-    import sgg_plugins.text.clip_text as clip_text
-    from sgg_plugins.hosts.sgb.predictors import RegularizedPredictorMixin
+    from sgg_plugins.hosts.sgb.objectives import rcl
 
     fg_matrix = torch.ones(fake.NUM_OBJ_CLASSES, fake.NUM_OBJ_CLASSES, fake.NUM_REL_CLASSES)
     stats = {"fg_matrix": fg_matrix, "obj_classes": [f"o{i}" for i in range(fake.NUM_OBJ_CLASSES)],
@@ -228,8 +242,8 @@ def rcl_statistics(monkeypatch):
         requested.update(triplets=triplets, **kwargs)
         return random_bank(triplets)
 
-    monkeypatch.setattr(RegularizedPredictorMixin, "_dataset_statistics", lambda self, config: stats)
-    monkeypatch.setattr(clip_text, "load_or_compute_bank", bank)
+    monkeypatch.setattr(rcl, "dataset_statistics", lambda config: stats)
+    monkeypatch.setattr(rcl, "load_or_compute_bank", bank)
     return requested
 
 
@@ -241,7 +255,7 @@ def test_rcl_loss_trains_adapters_and_relation_features(base, rcl_statistics):
     named, _ = grads_of(losses["loss_rcl"], model)
     assert any(nonzero(g) for n, g in named.items() if n.startswith("sgg_plugins.rcl"))
     assert any(nonzero(g) for n, g in named.items() if n.startswith("context_layer"))
-    assert not any(nonzero(g) for n, g in named.items() if n.startswith(model.spec.classifiers[0]))
+    assert not any(nonzero(g) for n, g in named.items() if n.startswith(model.spec.relation_feature))
 
 
 def test_rcl_bank_covers_every_training_triplet_and_the_config(rcl_statistics):
@@ -262,26 +276,20 @@ def test_rcl_weight_and_composition_with_align(rcl_statistics):
     assert float(losses["loss_rcl"].detach()) == 0.0
 
 
-def count_context_calls(model):
-    calls = []
-    model.context_layer.register_forward_hook(lambda *a: calls.append(1))
-    return calls
-
-
-def test_target_pass_only_where_dropout_ran():
-    """Transformer's dropout runs: a no-dropout target pass is made. Dropout in a module the mode
-    never calls (as SGB's SGCls decoder in PredCls) does not cost that pass."""
+def test_target_pass_only_where_dropout_ran_in_the_mirrored_part():
+    """Transformer's edge encoder drops: a no-dropout target pass of that part is made. Dropout
+    that ran only in the object context (reused, not rerun) does not cost that pass."""
     transformer = build(fake.TransformerPredictor, ALIGN_ENABLED=True)
-    calls = count_context_calls(transformer)
+    edge_calls = []
+    transformer.context_layer.context_edge.register_forward_hook(lambda *a: edge_calls.append(1))
     run(transformer)
-    assert len(calls) == 3  # clean, mirror, target
+    assert len(edge_calls) == 3  # clean, mirror, target
 
-    motifs = build(fake.MotifPredictor, ALIGN_ENABLED=True)
-    motifs.unused_decoder = torch.nn.Dropout(0.2)
-    motifs._dropout_sites = [motifs.unused_decoder]
-    calls = count_context_calls(motifs)
-    run(motifs)
-    assert len(calls) == 2  # clean and mirror only
+    transformer.context_layer.context_edge.layer[1].p = 0.0  # dropout only in the object encoder
+    transformer._dropout_sites = [transformer.context_layer.context_obj.layer[1]]
+    edge_calls.clear()
+    run(transformer)
+    assert len(edge_calls) == 2  # clean and mirror only
 
 
 def test_supported_predictors_in_config_match_what_the_specs_provide():

@@ -81,8 +81,8 @@ def capture(root, taps):
                 return output
 
             # An instance attribute shadows the class's method for this object only.
+            restore_methods.append((module, tap.method, module.__dict__.get(tap.method, _ABSENT)))
             setattr(module, tap.method, wrapper)
-            restore_methods.append((module, tap.method))
         else:
             def hook(mod, args, kwargs, output, _name=name, _tap=tap):
                 record(_name, _tap, _pick(_tap, args, kwargs, output))
@@ -92,8 +92,8 @@ def capture(root, taps):
         with _removed_on_exit(handles):
             yield found
     finally:
-        for module, method in restore_methods:
-            delattr(module, method)
+        for module, method, previous in reversed(restore_methods):
+            _restore_instance_attribute(module, method, previous)
 
 
 def map_floating(fn, value):
@@ -143,6 +143,32 @@ def _removed_on_exit(handles):
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def overridden_method(module, name, function):
+    """For the block, ``module.<name>`` is ``function`` (an instance attribute shadowing the
+    class's method, for this object only); ``function=None`` leaves the module as it is."""
+    if function is None:
+        yield
+        return
+    previous = module.__dict__.get(name, _ABSENT)
+    setattr(module, name, function)
+    try:
+        yield
+    finally:
+        _restore_instance_attribute(module, name, previous)
+
+
+_ABSENT = object()
+
+
+def _restore_instance_attribute(module, name, previous):
+    """Put back an instance attribute that a scoped override shadowed, or remove the override."""
+    if previous is _ABSENT:
+        delattr(module, name)
+    else:
+        setattr(module, name, previous)
 
 
 @contextlib.contextmanager

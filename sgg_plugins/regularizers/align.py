@@ -11,11 +11,11 @@ import contextlib
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence
 
-ALIGNMENT_HEADS = ("untied_mlp", "untied_linear", "tied")
 KL_DIRECTIONS = ("forward", "reverse")
 KL_DISTRIBUTIONS = ("softmax", "bernoulli")
+KL_REDUCTIONS = ("relation", "element")
+MASK_UNITS = ("element", "relation")
 # Float attributes through which modules apply their own dropout when training: the host's
 # DecoderRNN (`rnn_drop`), tree-LSTMs (`dropout`), nn.RNNBase and nn.MultiheadAttention
 # (`dropout`), and modules calling F.dropout / scaled_dot_product_attention themselves.
@@ -42,12 +42,27 @@ def mask_elements(x, p, generator=None):
     return x.masked_fill(dropped.to(x.device), 0)
 
 
-def mask_packed_sequence(packed, p, generator=None):
-    """``mask_elements`` on the ``.data`` of a PackedSequence; the packing layout is kept."""
-    if p == 0.0:
-        return packed
-    return PackedSequence(mask_elements(packed.data, p, generator), packed.batch_sizes,
-                          packed.sorted_indices, packed.unsorted_indices)
+def mask_rows(x, p, generator=None):
+    """Zero each row ``x[i]`` (one relation's or object's whole vector) with probability ``p``."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"mask probability must be in [0, 1), got {p} (MODEL.ALIGN.MASK_PROB)")
+    if p == 0.0 or x.dim() == 0:
+        return x
+    draw_device = generator.device if generator is not None else x.device
+    dropped = torch.rand(x.shape[:1], generator=generator, device=draw_device) < p
+    return x.masked_fill(dropped.to(x.device).view(-1, *([1] * (x.dim() - 1))), 0)
+
+
+def mask_input(x, p, unit="element", generator=None):
+    """Eq. 1 with MODEL.ALIGN.MASK_UNIT: "element" zeroes scalars, "relation" whole rows R_i.
+
+    Eq. 1 reads "for each element R_i in R [∈ R^{N×d}] … zeros it out with probability p": the
+    subscript indexes rows, the word says element, and the SGTR form (§3.2) masks single elements
+    of the attention matrix. Both readings are offered; "element" is the default.
+    """
+    if unit not in MASK_UNITS:
+        raise ValueError(f"mask unit must be one of {MASK_UNITS}, got {unit!r} (MODEL.ALIGN.MASK_UNIT)")
+    return mask_elements(x, p, generator) if unit == "element" else mask_rows(x, p, generator)
 
 
 # ----------------------------------------------------------------------------- losses (Eq. 2)
@@ -63,15 +78,22 @@ def _zero_loss(logits):
     return logits.float().sum() * 0.0
 
 
-def alignment_kl(mirror_logits, target_logits, direction="forward", distribution="softmax"):
-    """KL between the original (target) and the mirrored relation distributions, mean over rows.
+def alignment_kl(mirror_logits, target_logits, direction="forward", distribution="softmax", reduction="relation"):
+    """KL between the original (target) and the mirrored relation distributions.
 
     ``forward``: KL(P_target || P_mirror) = sum P_t (log P_t - log P_m), the target as reference
     distribution, as ``F.kl_div(log_P_mirror, log_P_target, log_target=True)``; ``reverse``:
     KL(P_mirror || P_target). The target is detached: no gradient flows into the original branch.
     ``distribution="bernoulli"`` treats each class as an independent sigmoid (focal/sigmoid
     classifiers) and sums the per-class Bernoulli KLs. Everything is computed in float32 log space.
+
+    ``reduction`` (MODEL.ALIGN.KL_REDUCTION; the paper gives λ = 10 but not the reduction):
+    "relation" sums over classes and averages over relations (a true KL per relation,
+    ``reduction="batchmean"``); "element" averages over classes too (``F.kl_div``'s default
+    ``reduction="mean"``), which is smaller by the number of classes (51 on VG-50).
     """
+    if reduction not in KL_REDUCTIONS:
+        raise ValueError(f"KL reduction must be one of {KL_REDUCTIONS}, got {reduction!r}")
     if direction not in KL_DIRECTIONS:
         raise ValueError(f"KL direction must be one of {KL_DIRECTIONS}, got {direction!r}")
     if distribution not in KL_DISTRIBUTIONS:
@@ -94,8 +116,11 @@ def alignment_kl(mirror_logits, target_logits, direction="forward", distribution
     kl = 0.0
     for log_p, log_q in zip(log_target, log_mirror):  # log_p is the reference distribution
         p = log_p.exp()
-        kl = kl + torch.where(p > 0, p * (log_p - log_q), 0.0)  # 0 log 0 = 0, not NaN
-    return kl.sum(dim=-1).mean()
+        # 0 log 0 = 0. Both logs are replaced where p = 0 *before* the product: a −inf there would
+        # give 0 · inf = NaN in the backward of the unselected branch of torch.where.
+        support = p > 0
+        kl = kl + p * (torch.where(support, log_p, 0.0) - torch.where(support, log_q, 0.0))
+    return kl.sum(dim=-1).mean() if reduction == "relation" else kl.mean()
 
 
 def supervised_alignment_loss(mirror_logits, labels):
@@ -120,14 +145,13 @@ def supervised_alignment_loss(mirror_logits, labels):
 class UntiedMLPHead(nn.Sequential):
     """The mirror's untied 3-layer MLP head with ReLU (§3.3): Linear-ReLU-Linear-ReLU-Linear.
 
-    The paper does not give the hidden size; it defaults to ``in_dim``. Layers keep PyTorch's
-    default initialisation: the head is new, there are no original weights to copy.
+    The paper gives no hidden width (MODEL.ALIGN.HEAD_HIDDEN_DIM). Layers keep PyTorch's default
+    initialisation: the head is new, there are no original weights to copy.
     """
 
-    def __init__(self, in_dim, out_dim, hidden_dim=None):
-        hidden_dim = hidden_dim or in_dim
-        super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True),
-                         nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True),
+    def __init__(self, in_dim, out_dim, hidden_dim):
+        super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(),
+                         nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
                          nn.Linear(hidden_dim, out_dim))
         self.in_features, self.out_features = in_dim, out_dim
 
@@ -143,25 +167,6 @@ def untied_linear_copy(layer):
         if layer.bias is not None:
             copy.bias.copy_(layer.bias)
     return copy
-
-
-def build_alignment_head(kind, layer):
-    """The mirror's projection head replacing ``layer`` (``MODEL.ALIGN.HEAD``).
-
-    "untied_mlp" and "untied_linear" return a new module with ``layer``'s in/out features.
-    "tied" (Table 3 'PH') returns None: the caller runs the original ``layer`` itself. Returning
-    ``layer`` instead would invite storing it as a second submodule, which registers the same
-    Parameters under two names (doubled in state_dict, checkpoints that no longer match the host).
-    """
-    if kind not in ALIGNMENT_HEADS:
-        raise ValueError(f"alignment head must be one of {ALIGNMENT_HEADS}, got {kind!r} "
-                         f"(MODEL.ALIGN.HEAD)")
-    if kind == "tied":
-        return None
-    if kind == "untied_linear":
-        return untied_linear_copy(layer)
-    head = UntiedMLPHead(layer.in_features, layer.out_features)
-    return head.to(device=layer.weight.device, dtype=layer.weight.dtype)
 
 
 # ----------------------------------------------------------------------------- extra passes
@@ -212,17 +217,17 @@ def has_dropout(module):
 
 
 @contextlib.contextmanager
-def dropout_used(sites):
-    """Yields a list that is non-empty after the block if any of ``sites`` was called inside it.
+def dropout_calls(sites):
+    """Yields the set of ``sites`` that were called inside the block (filled as it runs).
 
     A predictor may own dropout that a given mode never calls (SGB builds Motifs' SGCls decoder,
-    with dropout, also for PredCls): only dropout that ran makes the clean pass unfit as a target.
+    with dropout, also for PredCls): only dropout that ran, and ran inside the part a later pass
+    reruns, makes the clean pass unfit as that pass's target.
     """
-    used = []
-    handles = [site.register_forward_pre_hook(lambda *_: used.append(True) if not used else None)
-               for site in sites]
+    called = set()
+    handles = [site.register_forward_pre_hook(lambda module, _args: called.add(module)) for site in sites]
     try:
-        yield used
+        yield called
     finally:
         for handle in handles:
             handle.remove()

@@ -1,0 +1,94 @@
+"""The interface between one objective and an SGB predictor.
+
+An objective reads a training step (:class:`Step`) and adds weighted entries to the host's loss
+dict. It declares which clean-pass tensors it reads (``taps``); the adapter records them while the
+host's own forward runs, then calls every enabled objective's ``losses(step)``. Objectives never
+call each other; what two of them could share (an extra pass) goes through ``step.shared``.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Step:
+    """One training step of the predictor, as the objectives see it."""
+
+    predictor: nn.Module  # the regularized predictor (host modules + ``sgg_plugins``)
+    spec: Any  # its row of specs.SPECS
+    # The predictor's own arguments.
+    proposals: list
+    rel_pair_idxs: list
+    rel_labels: list
+    rel_binarys: list
+    roi_features: torch.Tensor
+    union_features: Any
+    logger: Any
+    clean: Dict[str, Any]  # tensors recorded by the objectives' taps during the host's forward
+    rel_logits: torch.Tensor  # the clean relation logits, (num_pairs, num_predicates)
+    dropout_ran: Callable[[Any], bool]  # dropout_ran(modules): did dropout run inside them
+    extra_pass: Callable  # context manager: frozen running stats, no dropout, clean forest
+    shared: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def host_args(self):
+        return (self.proposals, self.rel_pair_idxs, self.rel_labels, self.rel_binarys)
+
+    @property
+    def num_objs(self) -> List[int]:
+        return [len(p) for p in self.proposals]
+
+    @property
+    def obj_labels(self):
+        return torch.cat([p.get_field("labels") for p in self.proposals], 0).long()
+
+    @property
+    def rel_labels_cat(self):
+        return torch.cat(self.rel_labels, 0).long()
+
+    @property
+    def pair_rows(self):
+        """Global rows of every sampled pair's subject and object in the concatenated objects."""
+        if "pair_rows" not in self.shared:
+            device = self.rel_pair_idxs[0].device
+            counts = torch.as_tensor(self.num_objs, device=device)
+            offsets = torch.cumsum(counts, 0) - counts
+            pairs = torch.cat([p.long() + off for p, off in zip(self.rel_pair_idxs, offsets)], 0)
+            self.shared["pair_rows"] = (pairs[:, 0], pairs[:, 1])
+        return self.shared["pair_rows"]
+
+
+class SGBObjective(nn.Module):
+    """One regularizer attached to an SGB predictor.
+
+    Subclasses set ``node`` (their config node under ``MODEL``), build their trainable modules in
+    ``__init__`` (registered as submodules of this object, which the adapter stores under the
+    predictor's ``sgg_plugins``, so every parameter name starts with ``...predictor.sgg_plugins.``
+    and checkpoints stay interchangeable with the vanilla host), and implement ``losses``.
+    The predictor is passed to the methods that need it, never stored: storing it as an attribute
+    would register the host's modules a second time under ``sgg_plugins``.
+    """
+
+    node = ""
+
+    def taps(self, predictor) -> Dict[str, Any]:
+        """The clean-pass tensors this objective reads: name -> hooks.Tap."""
+        return {}
+
+    def losses(self, step: Step) -> Dict[str, torch.Tensor]:
+        """Weighted loss-dict entries; each is formed on every step, a graph-connected zero when
+        the step offers nothing to the objective, so that every rank of a distributed run has the
+        same keys and the same parameters in its graph."""
+        raise NotImplementedError
+
+
+def connected_zero(*tensors):
+    """A zero that depends on ``tensors`` (and so on the parameters that produced them)."""
+    total = 0.0
+    for t in tensors:
+        if torch.is_tensor(t) and t.is_floating_point():
+            total = total + t.float().sum() * 0.0
+    return total if torch.is_tensor(total) else torch.zeros(())

@@ -1,0 +1,216 @@
+"""MODEL.ALIGN on the host's real predictors: the alignment gradient reaches exactly the modules
+the paper names, and every other parameter gets exactly zero (seed 002 §3.1, §3.3).
+
+Each test builds a real SGB predictor in this process (the host's classes, the small CPU overlay,
+statistics of a small synthetic dataset), runs one training forward on a made-up batch, and
+back-propagates ``loss_align`` alone.
+"""
+
+import os
+
+import pytest
+import torch
+
+from conftest import needs_sgb
+from sgg_plugins.data.synthetic_vg import write_synthetic_vg
+from sgg_plugins.hosts.sgb.overlay import overlay_opts
+
+pytestmark = needs_sgb
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STOCK_CONFIG = "configs/e2e_relation_X_101_32_8_FPN_1x.yaml"
+MODES = {"predcls": (True, True), "sgcls": (True, False)}
+PREDICTORS = ["MotifPredictor", "VCTreePredictor", "TransformerPredictor", "IMPPredictor",
+              "CausalAnalysisPredictor"]
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    from sgg_plugins.hosts.sgb import install
+
+    root = install(os.environ["SGB_ROOT"])
+    data = str(tmp_path_factory.mktemp("align_grad_data"))
+    write_synthetic_vg(data, num_images=24, image_size=128, seed=3, overwrite=True)
+    return root, data, tmp_path_factory.mktemp("align_grad_out")
+
+
+def host_cfg(host, predictor, mode, *opts):
+    from maskrcnn_benchmark.config import cfg
+
+    root, data, out = host
+    with open(os.path.join(data, "dataset.opts")) as f:
+        dataset_opts = f.read().split()
+    gt_box, gt_label = MODES[mode]
+    cfg = cfg.clone()
+    cfg.merge_from_file(os.path.join(root, STOCK_CONFIG))
+    cfg.merge_from_list(overlay_opts(os.path.join(REPO, "configs", "sgb", "synthetic_cpu.opts")) + dataset_opts + [
+        "OUTPUT_DIR", str(out), "GLOVE_DIR", str(out / "glove"),
+        "MODEL.ROI_RELATION_HEAD.PREDICTOR", predictor,
+        "MODEL.ROI_RELATION_HEAD.USE_GT_BOX", gt_box, "MODEL.ROI_RELATION_HEAD.USE_GT_OBJECT_LABEL", gt_label,
+        "MODEL.ALIGN.ENABLED", True, *opts])
+    return cfg
+
+
+def build_predictor(cfg, seed=0):
+    from maskrcnn_benchmark.modeling import registry
+
+    torch.manual_seed(seed)
+    predictor = registry.ROI_RELATION_PREDICTOR[cfg.MODEL.ROI_RELATION_HEAD.PREDICTOR](
+        cfg, cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM)
+    return predictor.train()
+
+
+def make_batch(cfg, num_objs=(5, 4), seed=0):
+    """Proposals with boxes and labels, sampled pairs with labels, and feature tensors."""
+    from maskrcnn_benchmark.structures.bounding_box import BoxList
+
+    g = torch.Generator().manual_seed(seed)
+    num_obj_cls = cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
+    num_rel_cls = cfg.MODEL.ROI_RELATION_HEAD.NUM_CLASSES
+    proposals, pairs, labels, binarys = [], [], [], []
+    for n in num_objs:
+        xy = torch.rand(n, 2, generator=g) * 80
+        wh = 10 + torch.rand(n, 2, generator=g) * 40
+        boxes = BoxList(torch.cat([xy, xy + wh], 1), (128, 128), mode="xyxy")
+        boxes.add_field("labels", torch.randint(1, num_obj_cls, (n,), generator=g))
+        boxes.add_field("predict_logits", torch.randn(n, num_obj_cls, generator=g))
+        proposals.append(boxes)
+        idx = torch.cartesian_prod(torch.arange(n), torch.arange(n))
+        idx = idx[idx[:, 0] != idx[:, 1]]
+        pairs.append(idx)
+        rel = torch.randint(0, num_rel_cls, (len(idx),), generator=g)
+        rel[::3] = 0  # background pairs too: every sampled pair is aligned
+        labels.append(rel)
+        binary = torch.zeros(n, n, dtype=torch.long)
+        binary[idx[:, 0], idx[:, 1]] = (rel > 0).long()
+        binarys.append(binary)
+    dim = cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM
+    roi = torch.randn(sum(num_objs), dim, generator=g, requires_grad=True)
+    union = torch.randn(sum(len(p) for p in pairs), dim, generator=g, requires_grad=True)
+    return proposals, pairs, labels, binarys, roi, union
+
+
+def align_gradients(predictor, batch):
+    *args, roi, union = batch
+    _, _, losses = predictor(*args, roi, union)
+    predictor.zero_grad(set_to_none=True)
+    losses["loss_align"].backward()
+    nonzero = {name for name, p in predictor.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    return losses, nonzero, roi, union
+
+
+def declared_parameters(predictor):
+    objective = predictor.sgg_plugins["align"]
+    modules = objective.mirrored_modules(predictor)
+    names = {name for name, _ in predictor.named_parameters()}
+    return {n for n in names if n.startswith("sgg_plugins.align.")
+            or any(n.startswith(m + ".") for m in modules)}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("predictor_name", PREDICTORS)
+@pytest.mark.parametrize("head", ["untied_mlp", "untied_linear", "tied"])
+def test_alignment_gradient_reaches_exactly_the_declared_modules(host, predictor_name, mode, head):
+    cfg = host_cfg(host, predictor_name, mode, "MODEL.ALIGN.HEAD", head)
+    predictor = build_predictor(cfg)
+    losses, nonzero, roi, union = align_gradients(predictor, make_batch(cfg))
+    assert torch.isfinite(losses["loss_align"]) and losses["loss_align"] > 0
+    declared = declared_parameters(predictor)
+    assert nonzero == declared, (
+        f"unexpected: {sorted(nonzero - declared)}\nmissing: {sorted(declared - nonzero)}")
+    # The gradient stops at the input features (§3.1).
+    for t in (roi, union):
+        assert t.grad is None or not t.grad.any()
+
+
+@pytest.mark.parametrize("predictor_name", ["MotifPredictor", "VCTreePredictor", "TransformerPredictor"])
+def test_object_context_gets_no_alignment_gradient_but_does_without_detach(host, predictor_name):
+    """The leak issue 12 measured: the object context must be exactly zero with DETACH_INPUT and
+    is reached (through the edge input) without it."""
+    cfg = host_cfg(host, predictor_name, "sgcls")
+    predictor = build_predictor(cfg)
+    _, nonzero, *_ = align_gradients(predictor, make_batch(cfg))
+    context = {n for n in nonzero if n.startswith("context_layer.obj") or n.startswith("context_layer.pos_embed")
+               or n.startswith("context_layer.context_obj") or n.startswith("context_layer.decoder")}
+    assert not context
+    cfg = host_cfg(host, predictor_name, "sgcls", "MODEL.ALIGN.DETACH_INPUT", False)
+    predictor = build_predictor(cfg)
+    _, nonzero, *_ = align_gradients(predictor, make_batch(cfg))
+    assert any(n.startswith("context_layer.obj_embed") or n.startswith("context_layer.lin_obj")
+               for n in nonzero)
+
+
+@pytest.mark.parametrize("predictor_name", ["MotifPredictor", "VCTreePredictor", "CausalAnalysisPredictor"])
+def test_mirror_reuses_the_clean_object_context(host, predictor_name, monkeypatch):
+    """One object-context pass and one forest per step: the mirror reruns the edge context only."""
+    import sys
+
+    cfg = host_cfg(host, predictor_name, "sgcls")
+    predictor = build_predictor(cfg)
+    context = predictor.context_layer
+    calls = {"obj_ctx": 0, "edge_ctx": 0, "forest": 0}
+    for name in ("obj_ctx", "edge_ctx"):
+        original = getattr(context, name)
+
+        def counted(*a, _name=name, _original=original, **k):
+            calls[_name] += 1
+            return _original(*a, **k)
+
+        monkeypatch.setattr(context, name, counted)
+    module = sys.modules[type(context).__module__]
+    if hasattr(module, "generate_forest"):
+        build = module.generate_forest
+
+        def counted_forest(*a, **k):
+            calls["forest"] += 1
+            return build(*a, **k)
+
+        monkeypatch.setattr(module, "generate_forest", counted_forest)
+    align_gradients(predictor, make_batch(cfg))
+    assert calls["obj_ctx"] == 1
+    assert calls["edge_ctx"] == 2  # clean + mirror; no target pass: no dropout ran in the mirrored part
+    assert calls["forest"] == (1 if hasattr(module, "generate_forest") else 0)
+
+
+def test_transformer_target_pass_reruns_only_the_edge_encoder_without_dropout(host, monkeypatch):
+    cfg = host_cfg(host, "TransformerPredictor", "predcls")
+    predictor = build_predictor(cfg)
+    calls = {"context_obj": 0, "context_edge": 0}
+    for name in calls:
+        module = getattr(predictor.context_layer, name)
+        module.register_forward_pre_hook(lambda *_a, _n=name: calls.__setitem__(_n, calls[_n] + 1))
+    align_gradients(predictor, make_batch(cfg))
+    assert calls == {"context_obj": 1, "context_edge": 3}  # clean, mirror, no-dropout target
+
+
+def test_eval_outputs_unchanged_and_plugin_parameters_under_prefix(host):
+    from maskrcnn_benchmark.modeling.roi_heads.relation_head.roi_relation_predictors import MotifPredictor
+
+    cfg = host_cfg(host, "MotifPredictor", "predcls")
+    predictor = build_predictor(cfg, seed=1)
+    torch.manual_seed(1)
+    vanilla = MotifPredictor(cfg, cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM)
+    vanilla.load_state_dict(predictor.state_dict(), strict=False)
+    host_names = {n for n, _ in vanilla.named_parameters()}
+    assert {n for n, _ in predictor.named_parameters()} - host_names == {
+        n for n, _ in predictor.named_parameters() if n.startswith("sgg_plugins.align.")}
+    *args, roi, union = make_batch(cfg)
+    predictor.eval(), vanilla.eval()
+    with torch.no_grad():
+        a = predictor(*args, roi, union)
+        b = vanilla(*args, roi, union)
+    for x, y in zip(a[1], b[1]):
+        assert torch.equal(x, y)
+
+
+def test_untied_mlp_width_and_inputs(host):
+    cfg = host_cfg(host, "MotifPredictor", "predcls")
+    predictor = build_predictor(cfg)
+    mlp = predictor.sgg_plugins["align"].mlp
+    hidden = cfg.MODEL.ROI_RELATION_HEAD.CONTEXT_HIDDEN_DIM
+    union = cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM
+    linears = [m for m in mlp if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (2 * hidden + union, 2 * hidden), (2 * hidden, 2 * hidden), (2 * hidden, cfg.MODEL.ROI_RELATION_HEAD.NUM_CLASSES)]
+    cfg = host_cfg(host, "MotifPredictor", "predcls", "MODEL.ALIGN.HEAD_HIDDEN_DIM", 32)
+    assert build_predictor(cfg).sgg_plugins["align"].mlp[0].out_features == 32
