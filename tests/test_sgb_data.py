@@ -54,6 +54,42 @@ def test_overlay_opts_file_errors_name_the_line(tmp_path):
         overlay_opts(str(tmp_path / "missing.opts"))
 
 
+class ShareOfRankOne(torch.utils.data.Sampler):
+    """What the host's DistributedSampler hands rank 1 of 2 over four images, unshuffled."""
+
+    num_replicas = 2
+
+    def __iter__(self):
+        return iter([2, 3])
+
+    def __len__(self):
+        return 2
+
+
+def test_grouped_batches_see_only_groups_with_images_in_this_ranks_share():
+    from sgg_plugins.hosts.sgb.data import _groups_with_sampled_images
+
+    seen = []
+
+    class Batcher:  # the attributes of the host's GroupedBatchSampler that the wrapper reads
+        groups = torch.tensor([0, 1])
+        group_ids = torch.tensor([0, 0, 1, 1])  # images 0 and 1 are wide, 2 and 3 tall
+        sampler = ShareOfRankOne()
+
+        def _prepare_batches(self):
+            seen.append(self.groups.tolist())
+            return [[2, 3]]
+
+    Batcher._prepare_batches = _groups_with_sampled_images(Batcher._prepare_batches)
+    batcher = Batcher()
+    assert batcher._prepare_batches() == [[2, 3]]
+    assert seen == [[1]]  # group 0 has no image on this rank: an empty split would break the host
+    assert batcher.groups.tolist() == [0, 1]  # restored after the call
+    batcher.sampler = torch.utils.data.SequentialSampler(range(4))
+    batcher._prepare_batches()
+    assert seen[-1] == [0, 1]  # a whole-dataset sampler: the host's method unchanged
+
+
 def test_hashed_word_vectors_are_fixed_per_word():
     table = HashedWordVectors(50)
     assert table.get("cup") == "cup"  # a word is its own index

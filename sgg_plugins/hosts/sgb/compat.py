@@ -13,6 +13,10 @@ applies only the shims this environment needs, each reported once on the ``sgg_p
   unconditionally; on a machine without CUDA those calls, and only calls made from host code,
   return the tensor or module unchanged.
 - ``torch.load for host files``: see ``_host_torch_load``.
+- ``distributed without a GPU``: under ``torchrun`` on a machine without CUDA, the host's
+  ``torch.cuda.set_device`` is a no-op, its ``init_process_group(backend="nccl")`` runs on gloo,
+  ``DistributedDataParallel`` accepts its CPU model despite ``device_ids``, and its
+  ``comm.all_gather`` exchanges objects with ``all_gather_object`` instead of CUDA byte tensors.
 
 ``MODEL.DEVICE`` (default "cuda" in the host) is handled after the host is imported, by
 ``watch_device(cfg)``, which ``sgg_plugins.hosts.sgb.install`` calls on the host's config.
@@ -39,9 +43,22 @@ _applied = []
 
 
 def _called_from_host():
-    """Whether the code calling the shim that asks (two frames up) belongs to the host package."""
-    caller_module = sys._getframe(2).f_globals.get("__name__", "")
-    return caller_module == HOST_PACKAGE or caller_module.startswith(HOST_PACKAGE + ".")
+    """Whether the code calling the shim that asks (two frames up) is the host's.
+
+    Host code is the ``maskrcnn_benchmark`` package and the host's own scripts (``tools/*.py``),
+    which run as ``__main__`` from a file inside the checkout.
+    """
+    caller = sys._getframe(2).f_globals
+    caller_module = caller.get("__name__", "")
+    if caller_module == HOST_PACKAGE or caller_module.startswith(HOST_PACKAGE + "."):
+        return True
+    return caller_module == "__main__" and _is_host_file(caller.get("__file__"))
+
+
+def _is_host_file(path):
+    if not path or HOST_PACKAGE not in sys.modules or not getattr(sys.modules[HOST_PACKAGE], "__file__", None):
+        return False
+    return os.path.abspath(path).startswith(_host_root() + os.sep)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -299,6 +316,97 @@ def _install_host_torch_load():
 
 
 # ----------------------------------------------------------------------------------------------
+# distributed training without CUDA
+#
+# The host's scripts start a distributed run with ``torch.cuda.set_device(local_rank)`` and
+# ``init_process_group(backend="nccl")``, wrap the model in ``DistributedDataParallel(model,
+# device_ids=[local_rank], output_device=local_rank)`` and gather evaluation results through
+# ``comm.all_gather``, which moves its byte buffers to "cuda". Without CUDA each of these fails; the
+# shims below make the same run work on CPU processes over gloo.
+
+
+def _host_set_device(original):
+    @functools.wraps(original)
+    def set_device(device):
+        if _called_from_host():
+            return None  # the host picks the GPU of its local rank; without GPUs every rank is on cpu
+        return original(device)
+
+    set_device.sgg_plugins_original = original
+    return set_device
+
+
+def _gloo_without_cuda(original):
+    @functools.wraps(original)
+    def init_process_group(backend=None, *args, **kwargs):
+        if str(backend).lower() == "nccl" and _called_from_host():
+            backend = "gloo"  # NCCL only connects GPUs; gloo runs the same collectives on CPU tensors
+        return original(backend, *args, **kwargs)
+
+    init_process_group.sgg_plugins_original = original
+    return init_process_group
+
+
+def _ddp_for_cpu_modules(ddp_class):
+    class DistributedDataParallel(ddp_class):
+        """``DistributedDataParallel`` that ignores ``device_ids``/``output_device`` for a module on CPU.
+
+        PyTorch refuses those arguments for a CPU module; the host always passes its local rank.
+        Every other call is the original class's.
+        """
+
+        def __init__(self, module, device_ids=None, output_device=None, *args, **kwargs):
+            if all(p.device.type == "cpu" for p in module.parameters()):
+                device_ids = output_device = None
+            super().__init__(module, device_ids, output_device, *args, **kwargs)
+
+    DistributedDataParallel.__qualname__ = ddp_class.__qualname__
+    DistributedDataParallel.__module__ = ddp_class.__module__
+    DistributedDataParallel.sgg_plugins_original = ddp_class
+    return DistributedDataParallel
+
+
+def _install_cpu_distributed():
+    torch.cuda.set_device = _host_set_device(torch.cuda.set_device)
+    torch.distributed.init_process_group = _gloo_without_cuda(torch.distributed.init_process_group)
+    torch.nn.parallel.DistributedDataParallel = _ddp_for_cpu_modules(torch.nn.parallel.DistributedDataParallel)
+    return "torch.cuda.set_device from host code is a no-op, its nccl process group is gloo, DDP takes CPU modules"
+
+
+def all_gather_objects(data):
+    """The host's ``comm.all_gather`` (any picklable object from every rank) on any backend.
+
+    The host's version serialises into byte tensors it moves to "cuda"; ``all_gather_object`` does
+    the same exchange on the process group's own device (CPU tensors for gloo).
+    """
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        return [data]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, data)
+    return gathered
+
+
+def _host_comm_importable():
+    try:
+        return importlib.util.find_spec(HOST_PACKAGE + ".utils.comm") is not None
+    except (ImportError, ValueError):  # no host on the path, or a stand-in package without submodules
+        return False
+
+
+def _install_host_all_gather():
+    from maskrcnn_benchmark.utils import comm
+
+    original = comm.all_gather
+    comm.all_gather = all_gather_objects
+    # Host modules imported already hold the name (``from ..utils.comm import all_gather``).
+    for name, module in list(sys.modules.items()):
+        if name.startswith(HOST_PACKAGE + ".") and getattr(module, "all_gather", None) is original:
+            module.all_gather = all_gather_objects
+
+
+# ----------------------------------------------------------------------------------------------
 
 # (name reported, is it needed here?, apply it: returns None or a detail for the report)
 SHIMS = (
@@ -308,6 +416,9 @@ SHIMS = (
     ("numpy aliases", lambda: bool(_missing_numpy_aliases()), _install_numpy_aliases),
     (".cuda() from host code is a no-op without a GPU", _needs_cuda_noop, _install_cuda_noop),
     ("torch.load for host files (host-root paths, weights_only=False)", lambda: True, _install_host_torch_load),
+    ("distributed without a GPU", _needs_cuda_noop, _install_cpu_distributed),
+    ("host all_gather through all_gather_object (no GPU)",
+     lambda: _needs_cuda_noop() and _host_comm_importable(), _install_host_all_gather),
 )
 
 

@@ -1,6 +1,6 @@
 """Run-time data shims for SGB: datasets smaller than Visual Genome, and GloVe without a download.
 
-``install_data_shims()`` runs after the compatibility shims and before training. It replaces four
+``install_data_shims()`` runs after the compatibility shims and before training. It replaces five
 attributes of the imported host, each a narrow wrapper that hands over to the host's own function
 whenever the host's assumptions hold, so that the real Visual Genome and a real GloVe file behave
 exactly as before. ``uninstall_data_shims()`` puts the originals back.
@@ -29,6 +29,15 @@ In ``maskrcnn_benchmark.modeling.roi_heads.relation_head.utils_motifs``:
   of the word (the host itself uses standard normal vectors for words GloVe lacks), and says so
   once per directory and size. The run is then deterministic but the object embeddings carry no
   word semantics.
+
+In ``maskrcnn_benchmark.data.samplers.grouped_batch_sampler``:
+
+- ``GroupedBatchSampler._prepare_batches``: the host splits each aspect-ratio group's sampled
+  indices into batches and reads every batch's first element. Since PyTorch 1.x, splitting an empty
+  tensor yields one empty piece, so a group with no image in this process's share (a small
+  validation set split across ``torchrun`` ranks) fails with an IndexError. When a distributed
+  sampler leaves a group empty, the wrapper hides that group from the host's computation for the
+  call; otherwise the host's method runs as is.
 
 The wrappers replace module attributes rather than host files: the host's functions look these
 names up at call time, so every caller sees the wrapper, and the originals stay reachable.
@@ -186,6 +195,25 @@ def _word_vectors_without_download(original):
     return load_word_vectors
 
 
+def _groups_with_sampled_images(original):
+    @functools.wraps(original)
+    def _prepare_batches(self):
+        if not hasattr(self.sampler, "num_replicas"):
+            return original(self)  # a sampler over the whole dataset: every group has images
+        # The host's distributed sampler is deterministic for an epoch: listing it here gives the
+        # same indices as the host's own listing inside the call.
+        sampled = torch.as_tensor(list(self.sampler), dtype=torch.int64)
+        all_groups = self.groups
+        self.groups = all_groups[torch.isin(all_groups, self.group_ids[sampled])]
+        try:
+            return original(self)
+        finally:
+            self.groups = all_groups
+
+    _prepare_batches.sgg_plugins_original = original
+    return _prepare_batches
+
+
 def _replace(owner, name, wrapper_factory, *args):
     original = getattr(owner, name)
     if getattr(original, "sgg_plugins_original", None) is not None:
@@ -197,12 +225,14 @@ def _replace(owner, name, wrapper_factory, *args):
 def install_data_shims():
     """Install the wrappers described in the module docstring into the imported host. Idempotent."""
     from maskrcnn_benchmark.data.datasets import visual_genome
+    from maskrcnn_benchmark.data.samplers import grouped_batch_sampler
     from maskrcnn_benchmark.modeling.roi_heads.relation_head import utils_motifs
 
     _replace(visual_genome, "load_image_filenames", _image_filenames_any_count)
     _replace(visual_genome.VGDataset, "__init__", _recording_val_count)
     _replace(visual_genome.VGDataset, "get_statistics", _statistics_with_own_val_count, visual_genome)
     _replace(utils_motifs, "load_word_vectors", _word_vectors_without_download)
+    _replace(grouped_batch_sampler.GroupedBatchSampler, "_prepare_batches", _groups_with_sampled_images)
 
 
 def uninstall_data_shims():
