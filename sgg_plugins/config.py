@@ -88,7 +88,17 @@ PROBE_DEFAULTS = dict(
     MASK_PROB=0.1,  # masking of the second view's context input when ALIGN is off
 )
 
+# How the plug-in attaches to the host's predictor, whatever the objectives.
+ADAPTER_DEFAULTS = dict(
+    # Which stock SGB predictor's module layout the configured predictor follows. "" = found from
+    # the class: a stock predictor or a subclass of one (a fork's or a user's). Set it for a class
+    # registered under another name that is not a subclass but keeps a stock layout (a copied
+    # MotifPredictor with the same attribute names).
+    PREDICTOR_LAYOUT="",
+)
+
 NODES = {"ALIGN": ALIGN_DEFAULTS, "RCL": RCL_DEFAULTS, "PROBE": PROBE_DEFAULTS}
+STOCK_PREDICTORS = SUPPORTED_PREDICTORS["align"]
 
 
 class ConfigError(ValueError):
@@ -122,6 +132,7 @@ def add_probe_config(cfg):
 
 def add_sgg_plugins_config(cfg):
     """Add every regularizer's node. Idempotent: keys already present keep their values."""
+    _add_node(cfg, "SGG_PLUGINS", ADAPTER_DEFAULTS)
     add_align_config(cfg)
     add_rcl_config(cfg)
     add_probe_config(cfg)
@@ -154,14 +165,27 @@ def _check_bool(node, prefix, key):
         _fail(f"{prefix}.{key}", node[key], "True or False")
 
 
-def _check_predictor(cfg, which, node_name):
+def predictor_layout(cfg):
+    """The stock predictor whose layout the configured one follows, if the config alone tells:
+    MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT, else the predictor's own name (an ``Align`` prefix dropped)
+    when it is a stock one. None for other names: the host adapter decides from the class."""
+    if cfg.MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT:
+        return cfg.MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT
     predictor = cfg.MODEL.ROI_RELATION_HEAD.PREDICTOR
     base = predictor[len("Align"):] if predictor.startswith("Align") else predictor
-    if base not in SUPPORTED_PREDICTORS[which]:
-        raise ConfigError(
-            f"MODEL.{node_name}.ENABLED is True but MODEL.ROI_RELATION_HEAD.PREDICTOR = {predictor!r} "
-            f"is not supported by it; supported: {', '.join(SUPPORTED_PREDICTORS[which])}."
-        )
+    return base if base in STOCK_PREDICTORS else None
+
+
+def check_predictor_support(cfg, layout):
+    """Raise if an enabled objective does not support the stock ``layout`` the predictor follows."""
+    predictor = cfg.MODEL.ROI_RELATION_HEAD.PREDICTOR
+    for which, node_name in (("align", "ALIGN"), ("rcl", "RCL"), ("probe", "PROBE")):
+        if cfg.MODEL[node_name].ENABLED and layout not in SUPPORTED_PREDICTORS[which]:
+            follows = "" if layout == predictor else f" (layout {layout})"
+            raise ConfigError(
+                f"MODEL.{node_name}.ENABLED is True but MODEL.ROI_RELATION_HEAD.PREDICTOR = {predictor!r}"
+                f"{follows} is not supported by it; supported: {', '.join(SUPPORTED_PREDICTORS[which])}."
+            )
 
 
 def validate_config(cfg):
@@ -169,7 +193,11 @@ def validate_config(cfg):
 
     Only enabled regularizers are checked against the predictor, but all values are range-checked
     so that a typo in a disabled node is still caught when it is switched on from the command line.
+    A predictor name that is not a stock one is checked when the model is built, from its class.
     """
+    layout = cfg.MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT
+    if layout and layout not in STOCK_PREDICTORS:
+        _fail("MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT", layout, "'' or one of " + ", ".join(STOCK_PREDICTORS))
     a = cfg.MODEL.ALIGN
     p = "MODEL.ALIGN"
     for key in ("ENABLED", "USE_FREQ_BIAS", "DETACH_INPUT"):
@@ -219,12 +247,9 @@ def validate_config(cfg):
     _check_range(b, p, "TEMPERATURE", 0.0, float("inf"), low_open=True)
     _check_range(b, p, "MASK_PROB", 0.0, 1.0, high_open=True)
 
-    if a.ENABLED:
-        _check_predictor(cfg, "align", "ALIGN")
-    if r.ENABLED:
-        _check_predictor(cfg, "rcl", "RCL")
-    if b.ENABLED:
-        _check_predictor(cfg, "probe", "PROBE")
+    layout = predictor_layout(cfg)
+    if layout is not None:
+        check_predictor_support(cfg, layout)
 
 
 def _check_prompt(node, key):

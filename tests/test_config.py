@@ -60,11 +60,23 @@ def test_bad_values_name_the_key_and_the_allowed_values(key, value, message):
 
 
 @pytest.mark.parametrize("node", ["ALIGN", "RCL", "PROBE"])
-def test_unsupported_predictor_is_refused_when_enabled(node):
+def test_unsupported_layout_is_refused_when_enabled(node):
     cfg = fake.make_cfg("MyCustomPredictor", **{f"{node}_ENABLED": True})
-    with pytest.raises(ConfigError, match="MyCustomPredictor.*supported: MotifPredictor"):
+    cfg.MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT = "NoSuchPredictor"
+    with pytest.raises(ConfigError, match="PREDICTOR_LAYOUT = 'NoSuchPredictor'.*MotifPredictor"):
         validate_config(cfg)
-    validate_config(fake.make_cfg("MyCustomPredictor"))  # disabled: the host's business
+    # A name that is not a stock one is decided from its class when the model is built.
+    validate_config(fake.make_cfg("MyCustomPredictor", **{f"{node}_ENABLED": True}))
+
+
+def test_stock_predictor_an_objective_does_not_support_is_refused():
+    cfg = fake.make_cfg("CausalAnalysisPredictor", RCL_ENABLED=True)
+    with pytest.raises(ConfigError, match="MODEL.RCL.ENABLED .*CausalAnalysisPredictor.*supported: MotifPredictor"):
+        validate_config(cfg)
+    cfg = fake.make_cfg("MyCopiedCausal", RCL_ENABLED=True)
+    cfg.MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT = "CausalAnalysisPredictor"
+    with pytest.raises(ConfigError, match="'MyCopiedCausal' \\(layout CausalAnalysisPredictor\\)"):
+        validate_config(cfg)
 
 
 def test_explicit_align_names_are_supported():

@@ -214,3 +214,20 @@ def test_untied_mlp_width_and_inputs(host):
         (2 * hidden + union, 2 * hidden), (2 * hidden, 2 * hidden), (2 * hidden, cfg.MODEL.ROI_RELATION_HEAD.NUM_CLASSES)]
     cfg = host_cfg(host, "MotifPredictor", "predcls", "MODEL.ALIGN.HEAD_HIDDEN_DIM", 32)
     assert build_predictor(cfg).sgg_plugins["align"].mlp[0].out_features == 32
+
+
+def test_fork_predictor_registered_under_its_own_name_gets_alignment(host):
+    """A fork's subclass of the host's MotifPredictor, registered in the host's registry under a
+    new name, is built with alignment through the relation head's own factory call."""
+    from maskrcnn_benchmark.modeling import registry
+    from maskrcnn_benchmark.modeling.roi_heads.relation_head import relation_head
+    from maskrcnn_benchmark.modeling.roi_heads.relation_head.roi_relation_predictors import MotifPredictor
+
+    if "ForkMotifPredictor" not in registry.ROI_RELATION_PREDICTOR:
+        registry.ROI_RELATION_PREDICTOR.register("ForkMotifPredictor", type("ForkMotifPredictor", (MotifPredictor,), {}))
+    cfg = host_cfg(host, "ForkMotifPredictor", "predcls")
+    torch.manual_seed(0)
+    predictor = relation_head.make_roi_relation_predictor(cfg, cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM).train()
+    assert type(predictor).__mro__[2].__name__ == "ForkMotifPredictor" and predictor.spec_name == "MotifPredictor"
+    _, nonzero, *_ = align_gradients(predictor, make_batch(cfg))
+    assert nonzero == declared_parameters(predictor)

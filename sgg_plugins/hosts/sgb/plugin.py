@@ -7,38 +7,21 @@ through ``sgg_plugins.hosts.sgb.install``). It changes no host file:
   merge from YAML and opts and are saved in ``OUTPUT_DIR/config.yml``;
 - validates those keys when the model is built, before anything is trained, by wrapping
   ``build_detection_model`` (the name the host's tools import);
-- points the stock predictor names of ``ROI_RELATION_PREDICTOR`` at a factory that builds the
-  regularized subclass when a regularizer is enabled and the host's own class otherwise, and
-  registers explicit names (``AlignMotifPredictor``, ...) that switch alignment on.
+- replaces ``make_roi_relation_predictor`` (where the relation head calls it) with
+  ``predictors.make_predictor``: the registered class itself when no objective is enabled, else its
+  regularized subclass, for every class with a stock layout (a fork's, a user's subclass, or one
+  declared with MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT); ``Align<Name>`` switches MODEL.ALIGN on.
 """
 
 import functools
 import logging
 
-from ...config import SUPPORTED_PREDICTORS, add_sgg_plugins_config, any_enabled, validate_config
-from .predictors import regularized_predictor_class
+from ...config import add_sgg_plugins_config, validate_config
+from .predictors import make_predictor
 
 logger = logging.getLogger("sgg_plugins")
 
 _STATE = {"registered": False}
-
-
-def _factory(base, force_align=False):
-    def build(cfg, in_channels):
-        if force_align:
-            cfg = cfg.clone()
-            cfg.defrost()
-            cfg.MODEL.ALIGN.ENABLED = True
-            cfg.freeze()
-        validate_config(cfg)
-        if not any_enabled(cfg):
-            return base(cfg, in_channels)
-        enabled = [n for n in ("ALIGN", "RCL", "PROBE") if cfg.MODEL[n].ENABLED]
-        logger.info("sgg-plugins: %s with %s", base.__name__, ", ".join(f"MODEL.{n}" for n in enabled))
-        return regularized_predictor_class(base)(cfg, in_channels)
-
-    build.host_class = base
-    return build
 
 
 def _validating(build_detection_model):
@@ -58,19 +41,18 @@ def register():
     import maskrcnn_benchmark.modeling.detector as detector
     from maskrcnn_benchmark.config import cfg
     from maskrcnn_benchmark.modeling import registry
-    # Importing the predictors module fills the registry with the host's classes.
-    from maskrcnn_benchmark.modeling.roi_heads.relation_head import roi_relation_predictors  # noqa: F401
+    # Importing the predictors module fills the registry with the host's classes (and a fork's).
+    from maskrcnn_benchmark.modeling.roi_heads.relation_head import relation_head, roi_relation_predictors
 
     add_sgg_plugins_config(cfg)
     detector.build_detection_model = _validating(detector.build_detection_model)
 
-    predictors = registry.ROI_RELATION_PREDICTOR
-    all_names = sorted(set().union(*SUPPORTED_PREDICTORS.values()))
-    for name in all_names:
-        base = getattr(predictors[name], "host_class", predictors[name])
-        predictors[name] = _factory(base)
-        align_name = "Align" + name
-        if align_name not in predictors and name in SUPPORTED_PREDICTORS["align"]:
-            predictors.register(align_name, _factory(base, force_align=True))
+    def make_roi_relation_predictor(config, in_channels):
+        return make_predictor(registry.ROI_RELATION_PREDICTOR, config, in_channels)
+
+    # The relation head calls the name it imported; the predictors module keeps its own binding.
+    for module in (relation_head, roi_relation_predictors):
+        module.make_roi_relation_predictor = make_roi_relation_predictor
     _STATE["registered"] = True
-    logger.info("sgg-plugins: registered MODEL.ALIGN / MODEL.RCL / MODEL.PROBE for %s", ", ".join(all_names))
+    logger.info("sgg-plugins: registered MODEL.ALIGN / MODEL.RCL / MODEL.PROBE for every relation predictor "
+                "with a stock SGB layout")

@@ -14,9 +14,13 @@ import contextlib
 import functools
 import sys
 
+import difflib
+import logging
+
 import torch
 from torch import nn
 
+from ...config import ConfigError, any_enabled, check_predictor_support, validate_config
 from ...regularizers.align import dropout_calls, dropout_disabled, dropout_sites, frozen_running_stats
 from ..hooks import capture, patched_attribute
 from .objectives import OBJECTIVES
@@ -107,20 +111,55 @@ def _any_called(called, modules):
     return any(site in called for module in modules for site in module.modules())
 
 
-def spec_for(base):
-    """The specs row of a host predictor class: its own name's, else its nearest stock base's."""
-    for cls in base.__mro__:
-        if cls.__name__ in SPECS:
-            return SPECS[cls.__name__]
-    return None
+def stock_layout(cls):
+    """The stock predictor ``cls`` is or derives from (a fork's or a user's subclass), or None."""
+    return next((c.__name__ for c in cls.__mro__ if c.__name__ in SPECS), None)
 
 
-def regularized_predictor_class(base):
-    """The host predictor class ``base`` with the objectives attached (cached per class)."""
-    cached = _CLASSES.get(base)
+def make_predictor(registry, cfg, in_channels):
+    """What the host's ``make_roi_relation_predictor`` does, with the enabled objectives attached.
+
+    Any registered predictor class takes the objectives when its module layout is a stock one's:
+    found from its class (a stock predictor or a subclass), or declared with
+    MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT. ``Align<Name>`` builds ``<Name>`` with MODEL.ALIGN on.
+    """
+    validate_config(cfg)
+    name = cfg.MODEL.ROI_RELATION_HEAD.PREDICTOR
+    cls = registry.get(name)
+    if cls is None and name.startswith("Align") and name[len("Align"):] in registry:
+        cls = registry[name[len("Align"):]]
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.MODEL.ALIGN.ENABLED = True
+        cfg.freeze()
+    if cls is None:
+        close = difflib.get_close_matches(name, list(registry), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(f"MODEL.ROI_RELATION_HEAD.PREDICTOR = {name!r} is not a registered predictor; {hint}"
+                          f"registered: {', '.join(sorted(registry))} (Align<Name> switches MODEL.ALIGN on).")
+    if not any_enabled(cfg):
+        return cls(cfg, in_channels)
+    layout = cfg.MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT or stock_layout(cls)
+    if layout is None:
+        raise ConfigError(
+            f"MODEL.ROI_RELATION_HEAD.PREDICTOR = {name!r} ({cls.__module__}.{cls.__qualname__}) is neither a "
+            f"stock SGB predictor nor a subclass of one: if it keeps a stock predictor's module layout, set "
+            f"MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT to it (one of {', '.join(SPECS)}).")
+    check_predictor_support(cfg, layout)
+    enabled = [f"MODEL.{node}" for node in OBJECTIVES if cfg.MODEL[node].ENABLED]
+    follows = "" if layout == cls.__name__ else f" (layout {layout})"
+    logging.getLogger("sgg_plugins").info("sgg-plugins: %s%s with %s", name, follows, ", ".join(enabled))
+    return regularized_predictor_class(cls, layout)(cfg, in_channels)
+
+
+def regularized_predictor_class(base, layout=None):
+    """The host predictor class ``base`` with the objectives attached, read through the specs row
+    of ``layout`` (default: the stock predictor ``base`` is or derives from); cached per pair."""
+    layout = layout or stock_layout(base)
+    cached = _CLASSES.get((base, layout))
     if cached is None:
-        cached = type(f"Regularized{base.__name__}", (RegularizedPredictorMixin, base), {"spec": spec_for(base)})
-        _CLASSES[base] = cached
+        cached = type(f"Regularized{base.__name__}", (RegularizedPredictorMixin, base), {"spec": SPECS[layout], "spec_name": layout})
+        _CLASSES[(base, layout)] = cached
     return cached
 
 

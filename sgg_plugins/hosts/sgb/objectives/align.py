@@ -39,7 +39,8 @@ from ....regularizers.align import (
 )
 from ...hooks import Tap, capture, has_path, map_floating, overridden_method, replace_outputs, resolve
 from ..specs import CONTEXTS
-from .base import SGBObjective
+from ....config import ConfigError
+from .base import SGBObjective, require
 
 
 def _linear_in(module):
@@ -61,15 +62,21 @@ class AlignObjective(SGBObjective):
         self.cfg = cfg = config.MODEL.ALIGN
         spec = predictor.spec
         self.context = None
+        require(predictor, ("context_layer", spec.logit_layers[0]), self.node)
         if spec.align_mirror == "edge":
-            name = type(predictor.context_layer).__name__
-            if name not in CONTEXTS:
-                raise ValueError(f"MODEL.ALIGN: no edge-context mirror is known for {name}; known: "
-                                 f"{', '.join(CONTEXTS)}")
+            name = next((c.__name__ for c in type(predictor.context_layer).__mro__ if c.__name__ in CONTEXTS), None)
+            if name is None:
+                raise ConfigError(
+                    f"MODEL.ALIGN: the predictor's context_layer is a {type(predictor.context_layer).__name__}, which "
+                    f"is none of (and derives from none of) {', '.join(CONTEXTS)}: the mirror does not know where "
+                    f"its edge context starts.")
             self.context = CONTEXTS[name]
+            require(predictor, [f"context_layer.{m}" for m in self.context.modules], self.node)
         present = [p for p in spec.head if has_path(predictor, p)]
         self.logit_layers = [p for p in spec.logit_layers if p in present]
-        self.pair_feature = next(p for p in spec.pair_feature if has_path(predictor, p))
+        self.pair_feature = next((p for p in spec.pair_feature if has_path(predictor, p)), None)
+        if self.pair_feature is None:
+            require(predictor, spec.pair_feature[:1], self.node)
         self.reads_union = spec.align_mirror == "edge"
         num_rel = resolve(predictor, self.logit_layers[0]).out_features
         if cfg.HEAD == "untied_mlp":

@@ -12,6 +12,9 @@ from typing import Any, Callable, Dict, List
 import torch
 from torch import nn
 
+from ....config import ConfigError
+from ...hooks import has_path
+
 
 @dataclass
 class Step:
@@ -85,10 +88,13 @@ class SGBObjective(nn.Module):
         raise NotImplementedError
 
 
-def connected_zero(*tensors):
-    """A zero that depends on ``tensors`` (and so on the parameters that produced them)."""
-    total = 0.0
-    for t in tensors:
-        if torch.is_tensor(t) and t.is_floating_point():
-            total = total + t.float().sum() * 0.0
-    return total if torch.is_tensor(total) else torch.zeros(())
+def require(predictor, paths, node):
+    """Raise one line naming the modules of the predictor's layout that ``node`` needs and that the
+    built predictor lacks (a fork or a declared layout that does not match)."""
+    missing = [p for p in paths if not has_path(predictor, p)]
+    if missing:
+        host = type(predictor).__mro__[2].__name__  # the registered class behind our subclass
+        raise ConfigError(
+            f"MODEL.{node}: {host} follows the {type(predictor).spec_name} layout but has no "
+            f"{', '.join(missing)}; set MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT to the stock predictor it does follow, "
+            f"or disable MODEL.{node}.")

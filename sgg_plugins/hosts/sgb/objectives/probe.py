@@ -7,7 +7,7 @@ for the contrastive term, the same feature of a second view: the context rerun o
 from ....regularizers.align import mask_elements
 from ....regularizers.probe import RelationshipProbeLoss
 from ...hooks import Tap, capture, map_floating, resolve
-from .base import SGBObjective
+from .base import SGBObjective, require
 
 
 class ProbeObjective(SGBObjective):
@@ -17,6 +17,8 @@ class ProbeObjective(SGBObjective):
         super().__init__()
 
         self.cfg = cfg = config.MODEL.PROBE
+        require(predictor, (predictor.spec.probe_features[cfg.FEATURE].path,
+                            predictor.spec.object_dim.rpartition(".")[0]), self.node)
         path, _, attribute = predictor.spec.object_dim.rpartition(".")
         self.loss = RelationshipProbeLoss(dim=getattr(resolve(predictor, path), attribute), rank=cfg.RANK,
                                           max_distance=cfg.MAX_DISTANCE, temperature=cfg.TEMPERATURE)

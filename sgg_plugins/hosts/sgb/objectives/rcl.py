@@ -10,7 +10,7 @@ import torch
 from ....regularizers.rcl import RelationalContrastiveLoss
 from ....text.clip_text import load_or_compute_bank
 from ...hooks import Tap, resolve
-from .base import SGBObjective
+from .base import SGBObjective, require
 
 
 def dataset_statistics(config):
@@ -26,6 +26,8 @@ class RclObjective(SGBObjective):
         super().__init__()
         self.cfg = cfg = config.MODEL.RCL
         spec = predictor.spec
+        require(predictor, (spec.relation_feature, spec.object_feature.path, spec.object_dim.rpartition(".")[0]),
+                self.node)
         stats = dataset_statistics(config)
         # fg_matrix[s, o, p] counts the training split's triplets.
         subj, obj, pred = torch.nonzero(torch.as_tensor(stats["fg_matrix"])[:, :, 1:] > 0, as_tuple=True)

@@ -1,0 +1,87 @@
+"""SGB forks and custom predictors: a class registered under another name gets the objectives when
+its layout is a stock one's (by its base class or by MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT), and a
+clear one-line error names what is missing when it is not."""
+
+import pytest
+import torch
+from torch import nn
+
+import fake_sgb as fake
+from sgg_plugins.config import ConfigError
+from sgg_plugins.hosts.sgb.predictors import make_predictor
+
+
+class ForkMotifPredictor(fake.MotifPredictor):
+    """A fork's predictor: a subclass of a stock one, registered under its own name."""
+
+
+class CopiedMotifs(nn.Module):
+    """A copied class: the stock Motifs' attributes and forward, not a subclass of it."""
+
+    def __init__(self, config, in_channels):
+        super().__init__()
+        self.context_layer = fake.LSTMContext()
+        self.post_emb = nn.Linear(fake.HIDDEN, 2 * fake.HIDDEN)
+        self.post_cat = nn.Linear(2 * fake.HIDDEN, fake.POOLING)
+        self.rel_compress = nn.Linear(fake.POOLING, fake.NUM_REL_CLASSES)
+        self.freq_bias = fake.FrequencyBias()
+
+    pair_reps = fake.MotifPredictor.pair_reps
+    forward = fake.MotifPredictor.forward
+
+
+class Unrelated(nn.Module):
+    def __init__(self, config, in_channels):
+        super().__init__()
+        self.context_layer = fake.LSTMContext()
+        self.rel_compress = nn.Linear(fake.POOLING, fake.NUM_REL_CLASSES)
+
+
+REGISTRY = {"MotifPredictor": fake.MotifPredictor, "ForkMotifPredictor": ForkMotifPredictor,
+            "CopiedMotifs": CopiedMotifs, "Unrelated": Unrelated}
+
+
+def build(name, layout="", **opts):
+    cfg = fake.make_cfg(name, **opts)
+    cfg.MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT = layout
+    torch.manual_seed(0)
+    return make_predictor(REGISTRY, cfg, fake.IN_CHANNELS)
+
+
+def test_subclass_under_another_name_gets_the_objectives_by_its_base():
+    model = build("ForkMotifPredictor", ALIGN_ENABLED=True, PROBE_ENABLED=True)
+    assert isinstance(model, ForkMotifPredictor) and model.spec_name == "MotifPredictor"
+    losses = model(*fake.make_batch())[2]
+    assert {"loss_align", "loss_probe"} <= set(losses) and all(torch.isfinite(v) for v in losses.values())
+
+
+def test_copied_class_needs_the_layout_key_and_then_trains():
+    with pytest.raises(ConfigError, match="'CopiedMotifs' .* neither a stock SGB predictor nor a subclass.*"
+                                          "MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT"):
+        build("CopiedMotifs", ALIGN_ENABLED=True)
+    model = build("CopiedMotifs", layout="MotifPredictor", ALIGN_ENABLED=True)
+    assert model.spec_name == "MotifPredictor"
+    assert torch.isfinite(model(*fake.make_batch())[2]["loss_align"])
+
+
+def test_declared_layout_that_does_not_match_names_the_missing_modules():
+    with pytest.raises(ConfigError) as error:
+        build("Unrelated", layout="MotifPredictor", RCL_ENABLED=False, PROBE_ENABLED=True)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "Unrelated follows the MotifPredictor layout but has no post_emb" in message
+    assert "PREDICTOR_LAYOUT" in message
+
+
+def test_without_objectives_the_registered_class_is_built_as_it_is():
+    assert type(build("CopiedMotifs")) is CopiedMotifs
+
+
+def test_align_prefix_switches_alignment_on_and_unknown_names_get_a_suggestion():
+    model = build("AlignForkMotifPredictor")
+    assert isinstance(model, ForkMotifPredictor) and "align" in model.sgg_plugins
+    with pytest.raises(ConfigError, match="'ForkMotifPredictr' is not a registered predictor; did you mean "
+                                          "ForkMotifPredictor\\?"):
+        build("ForkMotifPredictr")
+    with pytest.raises(ConfigError, match="'AlignFooPredictor' is not a registered predictor"):
+        build("AlignFooPredictor")
