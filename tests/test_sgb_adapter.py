@@ -300,3 +300,19 @@ def test_supported_predictors_in_config_match_what_the_specs_provide():
     assert set(SUPPORTED_PREDICTORS["align"]) == set(SPECS)
     assert set(SUPPORTED_PREDICTORS["rcl"]) == {n for n, s in SPECS.items() if s.relation_feature and s.object_feature}
     assert set(SUPPORTED_PREDICTORS["probe"]) == {n for n, s in SPECS.items() if s.probe_features}
+
+
+@pytest.mark.parametrize("base", PREDICTORS)
+def test_every_loss_exists_and_is_graph_connected_without_foreground(base, rcl_statistics):
+    """A rank whose batch has no foreground relation still forms every plug-in loss, connected to
+    every plug-in parameter, so that DDP ranks agree on keys and on which parameters get
+    gradients (a missing key or an unused parameter on one rank makes the others wait)."""
+    model = build(base, ALIGN_ENABLED=True, RCL_ENABLED=True, RCL_EMBED_DIM=16, PROBE_ENABLED=True)
+    batch = list(fake.make_batch())
+    batch[2] = [torch.zeros_like(l) for l in batch[2]]
+    losses = run(model, batch)[2]
+    assert set(losses) == {"loss_align", "loss_rcl", "loss_probe", "loss_probe_contrast"}
+    assert all(torch.isfinite(v) and v.requires_grad for v in losses.values())
+    plugin = dict(model.sgg_plugins.named_parameters())
+    grads = torch.autograd.grad(sum(losses.values()), list(plugin.values()), allow_unused=True)
+    assert [n for n, g in zip(plugin, grads) if g is None] == []
