@@ -1,10 +1,13 @@
 """Configuration of the regularizers: defaults in one place, validation before the model is built.
 
 Follows detectron2's ``add_*_config(cfg)`` pattern: each regularizer adds its own node to the
-host's yacs ``cfg`` (``MODEL.ALIGN``, ``MODEL.RCL``, ``MODEL.PROBE``). The keys and defaults are
+host's yacs ``cfg`` (``MODEL.ALIGN``, ``MODEL.RCL``, ``MODEL.PROBE``, ``MODEL.CLIPMATCH``,
+``MODEL.MRC``). The keys and defaults are
 those of ``METHODS.md``; every choice a paper leaves open is a key so that its ablations are config
 lines. ``validate_config`` runs before the host builds its model and names the offending key and
 the allowed values, so a typo never surfaces as a traceback from deep inside training.
+
+``MODEL.SGG_PLUGINS`` holds what concerns the attachment to the host rather than one objective.
 
 This module does not import yacs at module level: the host brings its own ``CfgNode`` class and we
 build the nodes with that class (``type(cfg)``), so merges from YAML and opts behave as the host's.
@@ -17,7 +20,10 @@ KL_DIRECTIONS = ("forward", "reverse")
 KL_REDUCTIONS = ("relation", "element")
 MASK_UNITS = ("element", "relation")
 RCL_LEVELS = ("dual", "triple", "unary")
+RCL_SAMPLING_EMBEDDINGS = ("glove", "clip")
+RCL_ADAPTERS = ("linear", "attention")
 PROBE_FEATURES = ("edge_ctx", "obj_ctx")
+PROBE_VIEWS = ("augment", "mask")
 
 # Predictors of Scene-Graph-Benchmark.pytorch the regularizers know how to mirror / read.
 SUPPORTED_PREDICTORS = {
@@ -25,6 +31,8 @@ SUPPORTED_PREDICTORS = {
               "CausalAnalysisPredictor"),
     "rcl": ("MotifPredictor", "VCTreePredictor", "TransformerPredictor", "IMPPredictor"),
     "probe": ("MotifPredictor", "VCTreePredictor", "TransformerPredictor", "IMPPredictor"),
+    "clipmatch": ("MotifPredictor", "VCTreePredictor", "TransformerPredictor", "IMPPredictor"),
+    "mrc": ("MotifPredictor", "VCTreePredictor", "TransformerPredictor", "IMPPredictor"),
 }
 
 ALIGN_DEFAULTS = dict(
@@ -70,6 +78,14 @@ RCL_DEFAULTS = dict(
     MIN_SIMILARITY=0.0,  # eta of Eq. 7
     WEIGHTED_NEGATIVES=True,
     EMBED_DIM=512,
+    # The e of Eq. 7, ranking negatives: "glove" — word vectors of the phrase's tokens from the
+    # host's GLOVE_DIR, as the paper ("e.g., word2vec embeddings (Pennington et al., 2014)"; ε = 0.7
+    # was tuned on these, Table 6); "clip" — CLIP text embeddings of the bare phrases, which sit in
+    # a narrow cone (cosines 0.7-0.9), where ε = 0.7 can drop nearly every negative.
+    SAMPLING_EMBEDDINGS="glove",
+    # §3.2: "a fully connected layer and two multi-head attention layers" ("attention"), or one
+    # fully connected layer ("linear").
+    ADAPTER="linear",
     TEXT_EMBEDDINGS="",
     CLIP_MODEL="ViT-B-32",
     CLIP_PRETRAINED="openai",
@@ -83,9 +99,35 @@ PROBE_DEFAULTS = dict(
     RANK=128,  # k of Eq. 2
     FEATURE="edge_ctx",
     MAX_DISTANCE=4,
-    CONTRAST_WEIGHT=0.5,
+    CONTRAST_WEIGHT=1.0,  # the paper sums the probe and contrastive terms 1:1
+    # The second view of Eq. 6: "augment" — §4.1's RoI-level augmentations (horizontal flip,
+    # 90/180/270° rotation, box jitter) rerun through the context; "mask" — the context input masked
+    # with MASK_PROB.
+    VIEW="augment",
+    PROJECTION_DIM=256,  # §3.3.2: "nonlinear projections … using MLP projection head"
     TEMPERATURE=0.1,  # tau of Eq. 6
-    MASK_PROB=0.1,  # masking of the second view's context input when ALIGN is off
+    MASK_PROB=0.1,  # the "mask" view's masking probability
+)
+
+CLIPMATCH_DEFAULTS = dict(
+    ENABLED=False,
+    WEIGHT=1.0,
+    PROMPT="{subject} {predicate} {object}",  # seed 003 §3.2's 'subject predicate object' string
+    NULL_PROMPT="null relation",  # §3.2: matched to pairs that have no visual relationship
+    TEMPERATURE=0.07,
+    # A text shared by several pairs (the null text, a repeated triplet) is a column with several
+    # positives. "mean": each column's cross entropy against the uniform distribution over its
+    # positives, averaged over such columns (every text one vote); "sum": §3.3's L_l-CE verbatim.
+    MULTI_POSITIVE="mean",
+    CLIP_MODEL="ViT-B-32",
+    CLIP_PRETRAINED="openai",
+    TEXT_EMBEDDINGS="",
+)
+
+MRC_DEFAULTS = dict(
+    ENABLED=False,
+    WEIGHT=1.0,
+    HIDDEN_DIM=512,  # the MLP's hidden width (seed 004 gives none)
 )
 
 # How the plug-in attaches to the host's predictor, whatever the objectives.
@@ -97,7 +139,8 @@ ADAPTER_DEFAULTS = dict(
     PREDICTOR_LAYOUT="",
 )
 
-NODES = {"ALIGN": ALIGN_DEFAULTS, "RCL": RCL_DEFAULTS, "PROBE": PROBE_DEFAULTS}
+NODES = {"ALIGN": ALIGN_DEFAULTS, "RCL": RCL_DEFAULTS, "PROBE": PROBE_DEFAULTS,
+         "CLIPMATCH": CLIPMATCH_DEFAULTS, "MRC": MRC_DEFAULTS}
 STOCK_PREDICTORS = SUPPORTED_PREDICTORS["align"]
 
 
@@ -130,12 +173,24 @@ def add_probe_config(cfg):
     _add_node(cfg, "PROBE", PROBE_DEFAULTS)
 
 
+def add_clipmatch_config(cfg):
+    """Add ``MODEL.CLIPMATCH`` (CLIP predicate matching, seed 003) to a yacs config."""
+    _add_node(cfg, "CLIPMATCH", CLIPMATCH_DEFAULTS)
+
+
+def add_mrc_config(cfg):
+    """Add ``MODEL.MRC`` (masked relation classification, seed 004) to a yacs config."""
+    _add_node(cfg, "MRC", MRC_DEFAULTS)
+
+
 def add_sgg_plugins_config(cfg):
     """Add every regularizer's node. Idempotent: keys already present keep their values."""
     _add_node(cfg, "SGG_PLUGINS", ADAPTER_DEFAULTS)
     add_align_config(cfg)
     add_rcl_config(cfg)
     add_probe_config(cfg)
+    add_clipmatch_config(cfg)
+    add_mrc_config(cfg)
     return cfg
 
 
@@ -179,7 +234,8 @@ def predictor_layout(cfg):
 def check_predictor_support(cfg, layout):
     """Raise if an enabled objective does not support the stock ``layout`` the predictor follows."""
     predictor = cfg.MODEL.ROI_RELATION_HEAD.PREDICTOR
-    for which, node_name in (("align", "ALIGN"), ("rcl", "RCL"), ("probe", "PROBE")):
+    for node_name in NODES:
+        which = node_name.lower()
         if cfg.MODEL[node_name].ENABLED and layout not in SUPPORTED_PREDICTORS[which]:
             follows = "" if layout == predictor else f" (layout {layout})"
             raise ConfigError(
@@ -229,34 +285,57 @@ def validate_config(cfg):
             f"MODEL.RCL.MIN_SIMILARITY ({r.MIN_SIMILARITY}) must not exceed "
             f"MODEL.RCL.SYNONYM_THRESHOLD ({r.SYNONYM_THRESHOLD}): no negative could remain."
         )
-    if not isinstance(r.EMBED_DIM, int) or isinstance(r.EMBED_DIM, bool) or r.EMBED_DIM < 1:
-        _fail("MODEL.RCL.EMBED_DIM", r.EMBED_DIM, "a positive integer")
+    _check_positive_int(r, p, "EMBED_DIM")
+    _check_choice(r, p, "SAMPLING_EMBEDDINGS", RCL_SAMPLING_EMBEDDINGS)
+    _check_choice(r, p, "ADAPTER", RCL_ADAPTERS)
     for key in ("PROMPT", "OBJECT_PROMPT"):
-        _check_prompt(r, key)
+        _check_prompt(r, p, key)
 
     b = cfg.MODEL.PROBE
     p = "MODEL.PROBE"
     _check_bool(b, p, "ENABLED")
     _check_range(b, p, "WEIGHT", 0.0, float("inf"))
-    if not isinstance(b.RANK, int) or isinstance(b.RANK, bool) or b.RANK < 1:
-        _fail("MODEL.PROBE.RANK", b.RANK, "a positive integer")
+    _check_positive_int(b, p, "RANK")
     _check_choice(b, p, "FEATURE", PROBE_FEATURES)
-    if not isinstance(b.MAX_DISTANCE, int) or isinstance(b.MAX_DISTANCE, bool) or b.MAX_DISTANCE < 1:
-        _fail("MODEL.PROBE.MAX_DISTANCE", b.MAX_DISTANCE, "a positive integer")
+    _check_positive_int(b, p, "MAX_DISTANCE")
     _check_range(b, p, "CONTRAST_WEIGHT", 0.0, float("inf"))
     _check_range(b, p, "TEMPERATURE", 0.0, float("inf"), low_open=True)
     _check_range(b, p, "MASK_PROB", 0.0, 1.0, high_open=True)
+    _check_choice(b, p, "VIEW", PROBE_VIEWS)
+    _check_positive_int(b, p, "PROJECTION_DIM")
+
+    c = cfg.MODEL.CLIPMATCH
+    p = "MODEL.CLIPMATCH"
+    _check_bool(c, p, "ENABLED")
+    _check_range(c, p, "WEIGHT", 0.0, float("inf"))
+    _check_range(c, p, "TEMPERATURE", 0.0, float("inf"), low_open=True)
+    _check_choice(c, p, "MULTI_POSITIVE", ("mean", "sum"))
+    _check_prompt(c, p, "PROMPT")
+    if not isinstance(c.NULL_PROMPT, str) or not c.NULL_PROMPT.strip():
+        _fail("MODEL.CLIPMATCH.NULL_PROMPT", c.NULL_PROMPT, "a non-empty text")
+
+    m = cfg.MODEL.MRC
+    p = "MODEL.MRC"
+    _check_bool(m, p, "ENABLED")
+    _check_range(m, p, "WEIGHT", 0.0, float("inf"))
+    _check_positive_int(m, p, "HIDDEN_DIM")
 
     layout = predictor_layout(cfg)
     if layout is not None:
         check_predictor_support(cfg, layout)
 
 
-def _check_prompt(node, key):
+def _check_prompt(node, prefix, key):
     fields = {"PROMPT": ("{subject}", "{predicate}", "{object}"), "OBJECT_PROMPT": ("{object}",)}[key]
     missing = [f for f in fields if f not in node[key]]
     if missing:
-        _fail(f"MODEL.RCL.{key}", node[key], "a template containing " + ", ".join(fields))
+        _fail(f"{prefix}.{key}", node[key], "a template containing " + ", ".join(fields))
+
+
+def _check_positive_int(node, prefix, key):
+    value = node[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        _fail(f"{prefix}.{key}", value, "a positive integer")
 
 
 def any_enabled(cfg):

@@ -19,7 +19,13 @@ def test_defaults_follow_methods_md():
         True, 512, "", "ViT-B-32", "openai")
     assert r.PROMPT == "a photo of a {subject} {predicate} {object}"
     assert (p.WEIGHT, p.RANK, p.FEATURE, p.MAX_DISTANCE, p.CONTRAST_WEIGHT, p.TEMPERATURE) == (
-        1.0, 128, "edge_ctx", 4, 0.5, 0.1)
+        1.0, 128, "edge_ctx", 4, 1.0, 0.1)
+    assert (p.VIEW, p.PROJECTION_DIM, r.SAMPLING_EMBEDDINGS, r.ADAPTER) == ("augment", 256, "glove", "linear")
+    assert (a.MASK_UNIT, a.KL_REDUCTION, a.HEAD_HIDDEN_DIM, a.SUPERVISED_WEIGHT) == ("element", "relation", 0, 1.0)
+    c, m = cfg.MODEL.CLIPMATCH, cfg.MODEL.MRC
+    assert (c.ENABLED, c.WEIGHT, c.PROMPT, c.NULL_PROMPT, c.TEMPERATURE) == (
+        False, 1.0, "{subject} {predicate} {object}", "null relation", 0.07)
+    assert (m.ENABLED, m.WEIGHT, m.HIDDEN_DIM) == (False, 1.0, 512)
     validate_config(cfg)
 
 
@@ -52,6 +58,18 @@ def test_adding_twice_keeps_user_values():
     ("PROBE_FEATURE", "roi", "'edge_ctx', 'obj_ctx'"),
     ("PROBE_MAX_DISTANCE", 0, "MODEL.PROBE.MAX_DISTANCE"),
     ("PROBE_TEMPERATURE", -1.0, "MODEL.PROBE.TEMPERATURE"),
+    ("ALIGN_MASK_UNIT", "row", "'element', 'relation'"),
+    ("ALIGN_KL_REDUCTION", "mean", "'relation', 'element'"),
+    ("ALIGN_HEAD_HIDDEN_DIM", -4, "MODEL.ALIGN.HEAD_HIDDEN_DIM"),
+    ("ALIGN_SUPERVISED_WEIGHT", -1.0, "MODEL.ALIGN.SUPERVISED_WEIGHT"),
+    ("RCL_SAMPLING_EMBEDDINGS", "word2vec", "'glove', 'clip'"),
+    ("RCL_ADAPTER", "mlp", "'linear', 'attention'"),
+    ("PROBE_VIEW", "flip", "'augment', 'mask'"),
+    ("PROBE_PROJECTION_DIM", 0, "MODEL.PROBE.PROJECTION_DIM"),
+    ("CLIPMATCH_PROMPT", "{subject} {object}", "MODEL.CLIPMATCH.PROMPT"),
+    ("CLIPMATCH_NULL_PROMPT", " ", "MODEL.CLIPMATCH.NULL_PROMPT"),
+    ("CLIPMATCH_TEMPERATURE", 0.0, "MODEL.CLIPMATCH.TEMPERATURE"),
+    ("MRC_HIDDEN_DIM", 0, "MODEL.MRC.HIDDEN_DIM"),
 ])
 def test_bad_values_name_the_key_and_the_allowed_values(key, value, message):
     with pytest.raises(ConfigError) as err:

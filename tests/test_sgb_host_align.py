@@ -50,7 +50,7 @@ def test_vanilla_checkpoint_fine_tunes_with_align(synthetic_vg, tmp_path):
     _, log = train_briefly(synthetic_vg, tmp_path, "MotifPredictor",
                            opts=[*ALIGN, "MODEL.WEIGHT", str(vanilla_out / "model_final.pth")])
     assert logged_losses(log, "loss_align")
-    assert "sgg_plugins.align_heads" in log  # the loader reports the plug-in keys it left at their init
+    assert "sgg_plugins.align.mlp" in log  # the loader reports the plug-in keys it left at their init
 
 
 def test_explicit_align_name_and_bad_value_fail_before_training(synthetic_vg, tmp_path):
