@@ -18,6 +18,7 @@ from ...config import ConfigError
 from ...text.clip_text import CLIPUnavailableError
 from ..locate import HostNotFoundError
 from . import install
+from .preflight import PreflightError, preflight
 
 # Errors in what the user asked for, raised before training starts: a message, not a traceback.
 USER_ERRORS = (ConfigError, CLIPUnavailableError)
@@ -92,6 +93,8 @@ def run_host_script(name, argv):
 
     Launcher options: ``--host-root PATH``, the local-rank spellings, and ``--without-plugin`` (the
     compatibility layer only, no regularizer and no MODEL.ALIGN/RCL/PROBE keys: the vanilla host).
+    Before the host's script runs, ``preflight`` checks the config, checkpoint and dataset it will
+    use; bad input stops here with one line.
     """
     host_root, local_rank, host_argv, with_plugin = split_launcher_args(argv)
     if "-h" in host_argv or "--help" in host_argv:
@@ -108,6 +111,11 @@ def run_host_script(name, argv):
     script = root / "tools" / f"{name}.py"
     if not script.is_file():
         raise SystemExit(f"error: the SGB host at {root} has no tools/{name}.py; is it a Scene-Graph-Benchmark checkout?")
+    if not ("-h" in host_argv or "--help" in host_argv):
+        try:
+            preflight(name, host_argv, world_size=int(os.environ.get("WORLD_SIZE", "1")), plugin=with_plugin)
+        except PreflightError as error:
+            raise SystemExit(f"error: {error}") from None
     if local_rank is not None:
         # First, because everything after the first positional belongs to the host's opts.
         host_argv = ["--local_rank", str(local_rank), *host_argv]
