@@ -248,6 +248,8 @@ def write_vg(tmp_path):
     roidb_file = tmp_path / "VG-SGG.h5"
     with h5py.File(roidb_file, "w") as h5:
         h5["split"] = [0, 2, 0]
+        h5["img_to_first_box"] = [0, 3, -1]
+        h5["img_to_last_box"] = [2, 4, -1]
         h5["img_to_first_rel"] = [0, 2, -1]
         h5["img_to_last_rel"] = [1, 2, -1]
         h5["labels"] = [[1], [2], [3], [3], [2]]  # boxes 0-2 in image 0, 3-4 in image 1

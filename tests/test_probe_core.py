@@ -178,6 +178,7 @@ def test_contrast_hand_computation_two_images_of_different_sizes():
     tau = 0.5
     sizes = (3, 4)
     mats = {view: [torch.rand(n, n) for n in sizes] for view in "ab"}
+    mats = {view: [m + m.t() for m in matrices] for view, matrices in mats.items()}  # R is symmetric
 
     def embedding(matrix):  # centred off-diagonal entries, laid out in a 4x4 grid, unit norm
         n = matrix.shape[0]

@@ -3,11 +3,23 @@
 A structural probe B (Eq. 2) maps each object's contextual feature u_i to B u_i; the squared distance
 ‖B(u_i − u_j)‖² between two objects should equal their shortest-path distance in the image's
 annotated scene graph taken as undirected (Eq. 5). A second term (Eq. 6) asks the relationship
-matrix R = (d_B²) of an image to be stable across two views of its context (clean and masked pass).
+matrix R = (d_B²) of an image to be stable across two views of the image: "we adopt stochastic data
+augmentation methods to transform an original image … into semantics-preserving data samples, and
+treat them as positive pairs" (§3.3.2), through "nonlinear projections of vectorized relationship
+matrices … using MLP projection head" (:class:`RelationMatrixHead`). The views are the paper's
+RoI-level augmentations (§4.1, :func:`augment_rois`) or, as an ablation, a masked context input.
+
+The supervising graph is the image's full annotated scene graph (SGB's ``relation`` field of the
+targets, :func:`graph_pairs_from_relation_maps`), not only the pairs the relation sampler kept (SGB
+keeps at most BATCH_SIZE_PER_IMAGE × POSITIVE_FRACTION = 16 foreground pairs per image by default).
+Supervising a visual probe with annotated scene graphs is this project's adaptation: the paper
+supervises its textual probe with dependency trees and trains the visual one through the contrast.
 
 Images have different object counts, so everything works on a padded batch [B, n_max, ...] with a
 boolean object mask [B, n_max]; padded entries never reach a loss.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -125,42 +137,85 @@ def probe_loss(pred_sq_dist, graph_dist, mask):
     return (per_image * counted).sum() / counted.sum().clamp(min=1)
 
 
-def relation_matrix_contrastive(view_a, view_b, mask, temperature=0.1):
+def standardised_relation_vectors(view, mask, max_objects=None):
+    """vec(R): the upper-triangle entries of each image's R, centred and L2-normalised, [B, K(K−1)/2].
+
+    R is symmetric with a zero diagonal, so the strict upper triangle holds all of it once. Each
+    image's entries are centred on their mean and scaled to unit norm, so what the head sees is the
+    pattern of the matrix, not the scale and offset that the probe loss pins down (and that drift
+    as the probe trains). Padded pairs are 0. ``max_objects`` (K) fixes the layout for a head: the
+    first K objects of each image, padded to K ("to keep the sizes the same for the relationship
+    matrices, the maximum numbers of … objects are … set to 36", §4.1); None: K = n_max.
+    """
+    n_max = mask.shape[1]
+    size = n_max if max_objects is None else int(max_objects)
+    if size > n_max:
+        view = F.pad(view, (0, size - n_max, 0, size - n_max))
+        mask = F.pad(mask, (0, size - n_max))
+    view, mask = view[:, :size, :size].float(), mask[:, :size]
+    rows, cols = torch.triu_indices(size, size, 1, device=mask.device)
+    entries = view[:, rows, cols]
+    real = mask[:, rows] & mask[:, cols]
+    mean = entries.masked_fill(~real, 0.0).sum(1) / real.sum(1).clamp(min=1)
+    centred = (entries - mean[:, None]).masked_fill(~real, 0.0)
+    return F.normalize(centred, dim=1), mask
+
+
+class RelationMatrixHead(nn.Module):
+    """The MLP projection head of Eq. 6: z = W2 ReLU(W1 vec(R)) (§3.3.2, after SimCLR, the paper's [50]).
+
+    Input: :func:`standardised_relation_vectors` over the first ``max_objects`` objects, fixed size
+    K(K−1)/2; hidden width = input width, output ``projection_dim`` (SimCLR's layout).
+    """
+
+    def __init__(self, max_objects=36, projection_dim=256):
+        super().__init__()
+        if max_objects < 3 or projection_dim < 1:
+            raise ValueError(f"the probe's projection head needs MAX_OBJECTS >= 3 and PROJECTION_DIM >= 1, got "
+                             f"{max_objects} and {projection_dim}")
+        self.max_objects = int(max_objects)
+        width = self.max_objects * (self.max_objects - 1) // 2
+        self.mlp = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, projection_dim))
+
+    def forward(self, view, mask):
+        vectors, mask = standardised_relation_vectors(view, mask, self.max_objects)
+        return self.mlp(vectors), mask
+
+
+def relation_matrix_contrastive(view_a, view_b, mask, temperature=0.1, head=None):
     """Eq. 6: NT-Xent between the relationship matrices of the same images under two views.
 
-    The paper vectorises each R (a fixed number of RoIs) and feeds it to an MLP head before the
-    cosine. Here object counts vary per image, so a head over vec(R) would need a fixed pad size; we
-    keep vec(R), padded with zeros, and drop the learnable head. vec(R) keeps pair identity, which is
-    what makes the positive meaningful: both views index the same objects in the same order (as in
-    the paper, negatives compare objects that merely share an index). Each image's off-diagonal
-    entries are centred on their mean before the cosine, so the similarity is the correlation of
-    the two matrices: invariant to the scale and offset that the probe loss already pins down.
+    Each R is vectorised (:func:`standardised_relation_vectors`) and, with ``head`` (a
+    :class:`RelationMatrixHead`), projected by the MLP head before the cosine, as in the paper;
+    without it the cosine of the standardised vectors is the correlation of the two matrices.
+    vec(R) keeps pair identity, which is what makes the positive meaningful: both views index the
+    same objects in the same order (as in the paper, negatives compare objects that merely share an
+    index).
 
     As in Eq. 6, the 2B views form one pool: each view's positive is the other view of its image and
     its negatives are all 2(B − 1) views of the other images; averaging over all 2B anchors makes
-    the loss symmetric (a→b and b→a). An image with fewer than three objects has a single distinct
-    pair (or none), so a centred matrix of zeros: it is neither anchor nor negative. With fewer than
-    two such images there are no negatives and the loss is 0 (no NaN).
+    the loss symmetric (a→b and b→a). An image with fewer than three objects (among the head's
+    first K) has a single distinct pair (or none), so a centred matrix of zeros: it is neither
+    anchor nor negative. With fewer than two such images there are no negatives and the loss is 0
+    (no NaN).
     """
     if view_a.shape != view_b.shape or view_a.shape[:2] != mask.shape:
         raise ValueError(f"relation_matrix_contrastive expects views [B, n, n] and mask [B, n]; got "
                          f"{tuple(view_a.shape)}, {tuple(view_b.shape)}, {tuple(mask.shape)}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (MODEL.PROBE.TEMPERATURE), got {temperature}")
-    n_max = mask.shape[1]
-    off_diagonal = pair_mask_of(mask) & ~torch.eye(n_max, dtype=torch.bool, device=mask.device)
-    num_pairs = off_diagonal.sum((1, 2)).clamp(min=1)
 
     def embed(view):
-        view = view.float()
-        mean = view.masked_fill(~off_diagonal, 0.0).sum((1, 2)) / num_pairs
-        centred = (view - mean[:, None, None]).masked_fill(~off_diagonal, 0.0)
-        return F.normalize(centred.flatten(1), dim=1)
+        if head is None:
+            return standardised_relation_vectors(view, mask)
+        z, used = head(view, mask)
+        return F.normalize(z, dim=1), used
 
     num_images = mask.shape[0]
-    z = torch.cat([embed(view_a), embed(view_b)])
+    (z_a, used), (z_b, _) = embed(view_a), embed(view_b)
+    z = torch.cat([z_a, z_b])
     logits = z @ z.t() / temperature
-    takes_part = (mask.sum(1) >= 3).repeat(2)
+    takes_part = (used.sum(1) >= 3).repeat(2)
     # Rows of non-participating anchors keep finite logits (they are zeroed below): an all -inf row
     # would give a NaN gradient through log_softmax even when its loss is masked out.
     excluded = torch.eye(2 * num_images, dtype=torch.bool, device=mask.device)
@@ -172,21 +227,28 @@ def relation_matrix_contrastive(view_a, view_b, mask, temperature=0.1):
 
 
 class RelationshipProbeLoss(nn.Module):
-    """Probe + both losses of ``MODEL.PROBE``; the caller applies WEIGHT and CONTRAST_WEIGHT."""
+    """Probe + both losses of ``MODEL.PROBE``; the caller applies WEIGHT and CONTRAST_WEIGHT.
 
-    def __init__(self, dim, rank=128, max_distance=4, temperature=0.1):
+    ``projection_dim`` > 0 builds the MLP projection head of Eq. 6 (``self.head``) over the first
+    ``max_objects`` objects of each image; 0 contrasts the standardised matrices without a head.
+    """
+
+    def __init__(self, dim, rank=128, max_distance=4, temperature=0.1, projection_dim=256, max_objects=36):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0 (MODEL.PROBE.TEMPERATURE), got {temperature}")
         self.probe = StructuralProbe(dim, rank)
+        self.head = RelationMatrixHead(max_objects, projection_dim) if projection_dim else None
         self.max_distance = max_distance
         self.temperature = temperature
 
     def forward(self, features_clean, num_objs, rel_pairs, features_view2=None):
         """features_clean [Σ n_i, D] (images concatenated), num_objs list[int], rel_pairs list of
-        (E_i, 2) index tensors, features_view2 same shape as features_clean or None.
+        (E_i, 2) index tensors (the full annotated graph: :func:`graph_pairs_from_relation_maps`),
+        features_view2 same shape as features_clean or None.
 
-        Returns dict(loss_probe, loss_probe_contrast); the contrast is 0 without a second view.
+        Returns dict(loss_probe, loss_probe_contrast); the contrast is 0 without a second view
+        (still connected to the head, so every rank of a distributed run uses the same parameters).
         """
         num_objs = [int(n) for n in num_objs]
         if not num_objs or len(rel_pairs) != len(num_objs):
@@ -202,10 +264,12 @@ class RelationshipProbeLoss(nn.Module):
         pred_clean = self.probe.pairwise(pad_per_image(features_clean, num_objs), mask)
         losses = dict(loss_probe=probe_loss(pred_clean, graph_dist, mask))
         if features_view2 is None:
-            losses["loss_probe_contrast"] = pred_clean.new_zeros(())
+            unused = sum(p.sum() for p in self.head.parameters()) * 0.0 if self.head is not None else 0.0
+            losses["loss_probe_contrast"] = pred_clean.new_zeros(()) + unused
         else:
             pred_view2 = self.probe.pairwise(pad_per_image(features_view2, num_objs), mask)
-            losses["loss_probe_contrast"] = relation_matrix_contrastive(pred_clean, pred_view2, mask, self.temperature)
+            losses["loss_probe_contrast"] = relation_matrix_contrastive(pred_clean, pred_view2, mask, self.temperature,
+                                                                        head=self.head)
         return losses
 
 
@@ -217,3 +281,85 @@ def pad_per_image(features, num_objs):
     position = torch.arange(features.shape[0], device=features.device) - first_row[image]
     padded = features.new_zeros(len(num_objs), max(num_objs), *features.shape[1:])
     return padded.index_put((image, position), features)
+
+
+def graph_pairs_from_relation_maps(relation_maps):
+    """SGB's per-image ``relation`` fields ([n_i, n_i], label of (subject, object), 0 = none) -> list
+    of (E_i, 2) (subject, object) index tensors: the image's full annotated graph for the probe.
+
+    The predictor's ``rel_pair_idxs`` / ``rel_labels`` hold only what the relation sampler kept
+    (at most BATCH_SIZE_PER_IMAGE × POSITIVE_FRACTION foreground pairs per image); the targets
+    hold every annotated relation, indexed like the proposals in PredCls and SGCls (SGB's box head
+    copies the targets as proposals there).
+    """
+    return [m.nonzero() for m in relation_maps]
+
+
+# ----------------------------------------------------------------------------------------------
+# The augmented view (§4.1): "a few augmentations at the RoI feature level including HFlip,
+# rotations (90°, 180°, and 270°) and bounding box jittering (with scale factors selected from the
+# range of [0.8, 1.2])", plus "horizontal flipping (HFlip) at the image level".
+
+ROI_OPS = ("hflip", "rot90", "rot180", "rot270")
+
+
+def augment_rois(pooled, boxes, image_sizes, image_of_roi, generator=None, jitter=(0.8, 1.2), image_flip_prob=0.5):
+    """The second view of a batch of RoIs: the paper's RoI-level augmentations, vectorised.
+
+    What is augmented where (SGB's predictor gets pooled feature *vectors*, fc7 of the box feature
+    extractor; flipping or rotating a vector means nothing): the augmentation acts on the RoIAlign
+    maps [N, C, h, w] *before* the box head's MLP (the caller re-runs that MLP, SGB's
+    ``box_feature_extractor.forward_without_pool``, on the returned maps), and on the boxes that the
+    predictor's context turns into position embeddings:
+
+    - RoI level, each RoI independently: one of HFlip, 90°, 180°, 270° rotation of its pooled map,
+      uniformly (``ops`` holds which, as an index into ROI_OPS). Every RoI is changed: a view with
+      untouched RoIs would make the contrast easier, not more faithful.
+    - Box jittering, each RoI independently: width and height scaled about the box centre by
+      factors drawn uniformly from ``jitter`` ([0.8, 1.2]), then clipped to the image. The features
+      are not re-pooled at the jittered box (the backbone's maps are gone by the predictor); the
+      jitter reaches the model through the boxes.
+    - Image level, each image with probability ``image_flip_prob``: a horizontal flip, i.e. every
+      box of the image mirrored (SGB's ``BoxList.transpose``: x → width − x − 1) and every pooled map
+      flipped, composed with the RoI-level op.
+
+    Args:
+        pooled: [N, C, h, w] pooled RoI maps (h == w, as RoIAlign's), or None for boxes only.
+        boxes: [N, 4] xyxy boxes; image_sizes: [N, 2] (width, height) of each RoI's image;
+        image_of_roi: [N] image index of each RoI.
+    Returns a dict: pooled (or None), boxes, ops [N], scales [N, 2], image_flipped [N] bool.
+    """
+    if pooled is not None and (pooled.dim() != 4 or pooled.shape[-1] != pooled.shape[-2]):
+        raise ValueError(f"augment_rois: pooled RoI maps must be [N, C, h, h] (square, for rotations), got "
+                         f"{tuple(pooled.shape)}")
+    num, device = boxes.shape[0], boxes.device
+    if pooled is not None and pooled.shape[0] != num:
+        raise ValueError(f"augment_rois: {pooled.shape[0]} pooled maps for {num} boxes")
+    low, high = jitter
+    ops = torch.randint(len(ROI_OPS), (num,), generator=generator).to(device)
+    scales = (low + (high - low) * torch.rand(num, 2, generator=generator)).to(device=device, dtype=boxes.dtype)
+    num_images = int(image_of_roi.max()) + 1 if num else 0
+    image_flip = (torch.rand(num_images, generator=generator) < image_flip_prob).to(device)
+    flipped = image_flip[image_of_roi] if num else torch.zeros(0, dtype=torch.bool, device=device)
+
+    width, height = image_sizes[:, 0].to(boxes.dtype), image_sizes[:, 1].to(boxes.dtype)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) / 2 * scales
+    jittered = torch.cat([centre - half, centre + half], 1)
+    limit = torch.stack([width - 1, height - 1, width - 1, height - 1], 1)
+    jittered = torch.minimum(jittered.clamp(min=0), limit)
+    mirrored = torch.stack([width - 1 - jittered[:, 2], jittered[:, 1], width - 1 - jittered[:, 0], jittered[:, 3]], 1)
+    out_boxes = torch.where(flipped[:, None], mirrored, jittered)
+
+    out_pooled = None
+    if pooled is not None:
+        # All four ops on the whole batch, then each RoI's pick: four small copies, no loop.
+        candidates = torch.stack([pooled.flip(-1)] + [pooled.rot90(k, (-2, -1)) for k in (1, 2, 3)])
+        out_pooled = candidates[ops, torch.arange(num, device=device)]
+        out_pooled = torch.where(flipped[:, None, None, None], out_pooled.flip(-1), out_pooled)
+    return {"pooled": out_pooled, "boxes": out_boxes, "ops": ops, "scales": scales, "image_flipped": flipped}
+
+
+def chance_contrast(num_images):
+    """ln(2B − 1): the contrast when every view is equally similar to every other (no information)."""
+    return math.log(2 * num_images - 1)

@@ -12,18 +12,27 @@ normalisation, W = learnable matrices (bias-free linear layers), e = the samplin
 cosine similarity builds Q_k (Eq. 7):
 
 - ``dual`` (Eq. 2, 3, 6): two objectives summed,
-  subject-predicate: ‖v_r − v_obj‖W^vs against ‖t_r − t_obj‖W^ts, e = CLIP("subject predicate");
-  predicate-object:  ‖v_r − v_subj‖W^vo against ‖t_r − t_subj‖W^to, e = CLIP("predicate object").
-- ``triple``: the whole triplet, ‖v_r‖W^v against ‖t_r‖W^t, e = t_r (the triplet prompt).
+  subject-predicate: ‖v_r − v_obj‖W^vs against ‖t_r − t_obj‖W^ts, e = e("subject predicate");
+  predicate-object:  ‖v_r − v_subj‖W^vo against ‖t_r − t_subj‖W^to, e = e("predicate object").
+- ``triple``: the whole triplet, ‖v_r‖W^v against ‖t_r‖W^t, e = e("subject predicate object").
 - ``unary``: the predicate alone. The paper gives no formula; following Eq. 2's "exclude the
   information of the subject or object by subtracting their features", both are subtracted:
-  ‖v_r − v_subj − v_obj‖W^v against ‖t_pred‖W^t, e = t_pred = CLIP("predicate").
+  ‖v_r − v_subj − v_obj‖W^v against ‖t_pred‖W^t, e = e("predicate").
+
+e is the bank's sampling embedding (``bank.sampling_embeddings``): by default the mean GloVe vector
+of the phrase's word tokens, as the paper ("word embeddings for the word tokens of subject-predicate
+and predicate-object", Eq. 7), or the CLIP embedding of the bare phrase (the triplet prompt at the
+triple level). ε = 0.7 was tuned on word embeddings (Table 6); CLIP's text embeddings are much more
+alike, so the same ε keeps far fewer negatives. The mean size of Q_k is kept after every call
+(``last_kept_negatives``, ``last_stats``) for the host's log.
 
 Choices the paper leaves open, made here:
 
-- Adapters: one linear layer each for the relation and the object features (shared by subject and
-  object, as h_obj is in §3.2) to D_v. W^t maps D_t to D_v (the paper has D_t = D_v = 512 and
-  square W^t; a rectangular W^t allows another CLIP width).
+- Adapters (h_rel, h_obj of §3.2; h_obj is shared by subject and object, as in the paper) map the
+  host's features to D_v: ``adapter="linear"``, one fully connected layer; or ``"attention"``, the
+  paper's "a fully connected layer and two multi-head attention layers" (:class:`AttentionAdapter`),
+  attending within each image. W^t maps D_t to D_v (the paper has D_t = D_v = 512 and square W^t;
+  a rectangular W^t allows another CLIP width).
 - Eq. 5 writes 1/N² Σ over N² pairs; each query k has exactly one positive, so this is the mean
   over the N queries of γ l^(v→t) + (1 − γ) l^(t→v), which is what is computed.
 - The positive is always in its own denominator (weight 1), as in InfoNCE.
@@ -48,6 +57,10 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 LEVELS = ("dual", "triple", "unary")
+ADAPTERS = ("linear", "attention")
+# Heads of the attention adapters: 8 heads of 64 channels at D_v = 512, the head width of CLIP's
+# own text transformer (512 wide, 8 heads) whose embeddings the adapted features meet.
+ATTENTION_HEADS = 8
 
 
 def negative_log_weights(similarity, inverse=None, synonym_threshold=0.7, min_similarity=0.0, weighted=True):
@@ -97,6 +110,64 @@ def contrastive_loss(logits, log_weights, gamma=0.5):
     return (gamma * visual_to_text + (1 - gamma) * text_to_visual).mean()
 
 
+def pad_by_group(values, groups):
+    """[N, D] rows and [N] group ids -> ([G, n_max, D] zero-padded, [G, n_max] bool mask, rows' (group, slot)).
+
+    Only groups that occur get a row, so every padded row has at least one real token (an all-masked
+    attention row would be NaN). Rows keep their order within a group. One sort, no loop.
+    """
+    _, group_of_row = torch.unique(groups, return_inverse=True)
+    counts = torch.bincount(group_of_row)
+    order = torch.argsort(group_of_row, stable=True)
+    first_row = counts.cumsum(0) - counts
+    slot = torch.empty_like(group_of_row)
+    slot[order] = torch.arange(len(order), device=groups.device) - first_row[group_of_row[order]]
+    padded = values.new_zeros(len(counts), int(counts.max()), values.shape[-1])
+    padded = padded.index_put((group_of_row, slot), values)
+    mask = torch.arange(padded.shape[1], device=groups.device)[None] < counts[:, None]
+    return padded, mask, (group_of_row, slot)
+
+
+class AttentionAdapter(nn.Module):
+    """h_rel / h_obj of §3.2: "Each adaptor consists of a fully connected layer and two multi-head
+    attention layers."
+
+    Over what the attention attends: a relation (an object) attends to the other relations (objects)
+    of its own image. §3.2 applies h_rel to one pooled RoI feature and its position embedding per
+    pair (Eq. 1); multi-head attention needs a set of tokens, and the RoIs of one image are the set
+    that exists before any label is known (the same set at training and, in the paper, test time).
+    Tokens of different images never attend to each other (an image's features must not depend on
+    what else is in the batch). Images have different token counts: the tokens are padded per image
+    and the padding is masked out as keys (:func:`pad_by_group`); padded queries are dropped.
+
+    Each attention layer is wrapped as in the Transformer the paper builds on (Vaswani et al. 2017,
+    post-norm): x ← LayerNorm(x + MHA(x, x, x)). The residual keeps each token's own feature in its
+    output; without it, two attention layers at initialisation would mostly average the image.
+    """
+
+    def __init__(self, in_dim, out_dim, num_heads=ATTENTION_HEADS, num_layers=2):
+        super().__init__()
+        if out_dim % num_heads:
+            raise ValueError(f"MODEL.RCL.EMBED_DIM ({out_dim}) must be a multiple of the attention adapter's "
+                             f"{num_heads} heads (MODEL.RCL.ADAPTER attention), e.g. 512")
+        self.fc = nn.Linear(in_dim, out_dim)
+        self.attention = nn.ModuleList(nn.MultiheadAttention(out_dim, num_heads, batch_first=True)
+                                       for _ in range(num_layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(out_dim) for _ in range(num_layers))
+
+    @property
+    def in_features(self):
+        return self.fc.in_features
+
+    def forward(self, features, groups):
+        """features [N, in_dim], groups [N] (the image of each row) -> [N, out_dim]."""
+        padded, mask, rows = pad_by_group(self.fc(features), groups)
+        for attention, norm in zip(self.attention, self.norms):
+            attended, _ = attention(padded, padded, padded, key_padding_mask=~mask, need_weights=False)
+            padded = norm(padded + attended)
+        return padded[rows]
+
+
 class RelationalContrastiveLoss(nn.Module):
     """L_RCL of Eq. 6 (or its unary / triple variants) from host features and a text bank.
 
@@ -109,16 +180,22 @@ class RelationalContrastiveLoss(nn.Module):
         temperature: τ of Eq. 4.  gamma: γ of Eq. 5.
         synonym_threshold: ε; min_similarity: η (Eq. 7).
         weighted_negatives: weight the negatives by their normalised similarity (Table 5).
+        adapter: "linear" or "attention" (module docstring).
 
     ``dropped_triplets`` counts the foreground relations left out because their triplet is not in
-    the bank (a warning is logged the first time).
+    the bank (a warning is logged the first time). After each call, ``last_kept_negatives`` is the
+    mean |Q_k| over the queries (and over the two objectives at the dual level), and ``last_stats``
+    holds it with ``rcl_kept_share`` (|Q_k| over the M − 1 other relations of the batch) and
+    ``rcl_relations`` (M): detached statistics for the log, never part of the loss.
     """
 
     def __init__(self, rel_dim, obj_dim, text_dim, embed_dim=512, level="dual", temperature=0.07, gamma=0.5,
-                 synonym_threshold=0.7, min_similarity=0.0, weighted_negatives=True):
+                 synonym_threshold=0.7, min_similarity=0.0, weighted_negatives=True, adapter="linear"):
         super().__init__()
         if level not in LEVELS:
             raise ValueError(f"RCL level {level!r} is not one of {', '.join(LEVELS)}")
+        if adapter not in ADAPTERS:
+            raise ValueError(f"RCL adapter {adapter!r} is not one of {', '.join(ADAPTERS)}")
         if not temperature > 0:
             raise ValueError(f"RCL temperature must be > 0, got {temperature}")
         if not 0 <= gamma <= 1:
@@ -133,23 +210,31 @@ class RelationalContrastiveLoss(nn.Module):
         self.min_similarity = min_similarity
         self.weighted_negatives = weighted_negatives
         self.text_dim = text_dim
-        self.rel_adapter = nn.Linear(rel_dim, embed_dim)
-        self.obj_adapter = nn.Linear(obj_dim, embed_dim)
+        self.adapter = adapter
+        if adapter == "attention":
+            self.rel_adapter = AttentionAdapter(rel_dim, embed_dim)
+            self.obj_adapter = AttentionAdapter(obj_dim, embed_dim)
+        else:
+            self.rel_adapter = nn.Linear(rel_dim, embed_dim)
+            self.obj_adapter = nn.Linear(obj_dim, embed_dim)
         num_objectives = 2 if level == "dual" else 1
         # dual: index 0 = subject-predicate (W^vs, W^ts), 1 = predicate-object (W^vo, W^to).
         self.visual_proj = nn.ModuleList(nn.Linear(embed_dim, embed_dim, bias=False) for _ in range(num_objectives))
         self.text_proj = nn.ModuleList(nn.Linear(text_dim, embed_dim, bias=False) for _ in range(num_objectives))
         self.dropped_triplets = 0
         self._warned_dropped = False
+        self.last_kept_negatives = torch.zeros(())
+        self.last_stats = {}
 
     @classmethod
     def from_config(cls, rcl_cfg, rel_dim, obj_dim, text_dim):
         """Build from the ``MODEL.RCL`` node of :mod:`sgg_plugins.config`."""
         return cls(rel_dim, obj_dim, text_dim, embed_dim=rcl_cfg.EMBED_DIM, level=rcl_cfg.LEVELS,
                    temperature=rcl_cfg.TEMPERATURE, gamma=rcl_cfg.GAMMA, synonym_threshold=rcl_cfg.SYNONYM_THRESHOLD,
-                   min_similarity=rcl_cfg.MIN_SIMILARITY, weighted_negatives=rcl_cfg.WEIGHTED_NEGATIVES)
+                   min_similarity=rcl_cfg.MIN_SIMILARITY, weighted_negatives=rcl_cfg.WEIGHTED_NEGATIVES,
+                   adapter=getattr(rcl_cfg, "ADAPTER", "linear"))
 
-    def _check_inputs(self, rel_feats, subj_feats, obj_feats, labels, bank):
+    def _check_inputs(self, rel_feats, subj_feats, obj_feats, labels, bank, layout):
         n = rel_feats.shape[0]
         shapes = {"rel_feats": (rel_feats, self.rel_adapter.in_features),
                   "subj_feats": (subj_feats, self.obj_adapter.in_features),
@@ -160,6 +245,12 @@ class RelationalContrastiveLoss(nn.Module):
         for name, value in zip(("subj_labels", "pred_labels", "obj_labels"), labels):
             if value.shape != (n,):
                 raise ValueError(f"RelationalContrastiveLoss: {name} must be [{n}], got {tuple(value.shape)}")
+        if self.adapter == "attention":
+            for name, value in (("rel_image", layout[0]), ("subj_rows", layout[1]), ("obj_rows", layout[2])):
+                if value is None or value.shape != (n,):
+                    raise ValueError(f"RelationalContrastiveLoss with the attention adapter needs {name} [{n}] (the "
+                                     f"image of each relation and the rows of its subject and object), got "
+                                     f"{None if value is None else tuple(value.shape)}")
         if bank.dim != self.text_dim:
             raise ValueError(f"RelationalContrastiveLoss was built for text_dim {self.text_dim} but the text "
                              f"embeddings have dim {bank.dim}: build it with the bank's dim (another CLIP model?)")
@@ -194,23 +285,53 @@ class RelationalContrastiveLoss(nn.Module):
         return foreground[kept], inverse, (subj[found], pred[found], obj[found], triplet_text[found])
 
     def _objectives(self, rel, subj, obj, triplet, bank):
-        """Per objective: visual [M, D_v], text [U, D_v] (one row per unique triplet), sampling [U, D_t]."""
+        """Per objective: visual [M, D_v], text [U, D_v] (one row per unique triplet), sampling [U, D_e]."""
         s, p, o, t_r = triplet
         if self.level == "dual":
             t_subj, t_obj = bank.objects(s), bank.objects(o)
             return [
                 (self.visual_proj[0](F.normalize(rel - obj, dim=-1)),
-                 self.text_proj[0](F.normalize(t_r - t_obj, dim=-1)), bank.subject_predicate(s, p)),
+                 self.text_proj[0](F.normalize(t_r - t_obj, dim=-1)), bank.sampling_embeddings(subj=s, pred=p)),
                 (self.visual_proj[1](F.normalize(rel - subj, dim=-1)),
-                 self.text_proj[1](F.normalize(t_r - t_subj, dim=-1)), bank.predicate_object(p, o)),
+                 self.text_proj[1](F.normalize(t_r - t_subj, dim=-1)), bank.sampling_embeddings(pred=p, obj=o)),
             ]
         if self.level == "triple":
-            return [(self.visual_proj[0](F.normalize(rel, dim=-1)), self.text_proj[0](F.normalize(t_r, dim=-1)), t_r)]
-        t_pred = bank.predicates(p)
+            return [(self.visual_proj[0](F.normalize(rel, dim=-1)), self.text_proj[0](F.normalize(t_r, dim=-1)),
+                     bank.sampling_embeddings(subj=s, pred=p, obj=o))]
         return [(self.visual_proj[0](F.normalize(rel - subj - obj, dim=-1)),
-                 self.text_proj[0](F.normalize(t_pred, dim=-1)), t_pred)]
+                 self.text_proj[0](F.normalize(bank.predicates(p), dim=-1)), bank.sampling_embeddings(pred=p))]
 
-    def forward(self, rel_feats, subj_feats, obj_feats, subj_labels, pred_labels, obj_labels, bank):
+    def _adapt(self, index, rel_feats, subj_feats, obj_feats, layout):
+        """Adapted relation, subject and object features of the relations ``index`` ([M, D_v] each).
+
+        Linear: only the selected rows. Attention: every relation of the batch and every object
+        (each (row, role) once: a subject or object met in several pairs is one token) takes part
+        in its image's attention; the selected rows are read out after.
+        """
+        if self.adapter == "linear":
+            return (self.rel_adapter(rel_feats[index]), self.obj_adapter(subj_feats[index]),
+                    self.obj_adapter(obj_feats[index]))
+        rel_image, subj_rows, obj_rows = (t.to(rel_feats.device).long() for t in layout)
+        n = rel_feats.shape[0]
+        rel = self.rel_adapter(rel_feats, rel_image)
+        # Role in the key: in SGB's Motifs layout the subject and object features of one object are
+        # different halves of its edge context, so the same row is two tokens in the two roles.
+        keys = torch.cat([subj_rows * 2, obj_rows * 2 + 1])
+        unique_keys, inverse = torch.unique(keys, return_inverse=True)
+        first = torch.empty_like(unique_keys).scatter_(0, inverse, torch.arange(2 * n, device=keys.device))
+        tokens = torch.cat([subj_feats, obj_feats])[first]
+        objects = self.obj_adapter(tokens, torch.cat([rel_image, rel_image])[first])
+        return rel[index], objects[inverse[:n][index]], objects[inverse[n:][index]]
+
+    def _record(self, kept, candidates, relations):
+        """Keep the statistics of the last call (detached, fp32)."""
+        self.last_kept_negatives = kept.detach()
+        self.last_stats = {"rcl_kept_negatives": kept.detach(),
+                           "rcl_kept_share": (kept / candidates).detach() if candidates > 0 else kept.detach() * 0,
+                           "rcl_relations": torch.tensor(float(relations), device=kept.device)}
+
+    def forward(self, rel_feats, subj_feats, obj_feats, subj_labels, pred_labels, obj_labels, bank, rel_image=None,
+                subj_rows=None, obj_rows=None):
         """L_RCL for one batch of relations (a scalar).
 
         Args:
@@ -220,20 +341,24 @@ class RelationalContrastiveLoss(nn.Module):
                 Only relations with pred_label > 0 and a triplet in the bank take part.
             bank: a TextEmbeddingBank (build one from tensors for custom texts); moved to the
                 features' device on first use.
+            rel_image, subj_rows, obj_rows: [N] the image of each relation and the (global) object
+                rows of its subject and object; needed by the attention adapter only.
         """
         labels = (subj_labels, pred_labels, obj_labels)
-        self._check_inputs(rel_feats, subj_feats, obj_feats, labels, bank)
+        layout = (rel_image, subj_rows, obj_rows)
+        self._check_inputs(rel_feats, subj_feats, obj_feats, labels, bank, layout)
         bank = bank.to(rel_feats.device)
         index, inverse, triplet = self._select_relations(*labels, bank)
         if index.numel() < 2:
-            return self._zero(rel_feats, subj_feats, obj_feats)
+            zero = self._zero(rel_feats, subj_feats, obj_feats)
+            self._record(zero.detach().float(), 0, index.numel())
+            return zero
 
         # fp32 throughout: cosines / τ reach 1 / 0.07 and the logsumexp wants the precision.
         with torch.autocast(device_type=rel_feats.device.type, enabled=False):
-            rel = self.rel_adapter(rel_feats[index].float())
-            subj = self.obj_adapter(subj_feats[index].float())
-            obj = self.obj_adapter(obj_feats[index].float())
+            rel, subj, obj = self._adapt(index, rel_feats.float(), subj_feats.float(), obj_feats.float(), layout)
             loss = rel.new_zeros(())
+            kept = []
             for visual, text, sampling in self._objectives(rel, subj, obj, triplet, bank):
                 # [M, U] cosines against the unique texts, spread to [M, M] by each relation's triplet.
                 visual = F.normalize(visual, dim=-1) / self.temperature
@@ -244,4 +369,7 @@ class RelationalContrastiveLoss(nn.Module):
                 log_weights = negative_log_weights(similarity, inverse, self.synonym_threshold,
                                                    self.min_similarity, self.weighted_negatives)
                 loss = loss + contrastive_loss(logits, log_weights, self.gamma)
+                # |Q_k|: the relations with a nonzero weight in k's denominator, less k itself.
+                kept.append((torch.isfinite(log_weights).sum(1) - 1).float().mean())
+        self._record(torch.stack(kept).mean(), index.numel() - 1, index.numel())
         return loss

@@ -100,6 +100,7 @@ class TextEmbeddingBank:
             raise ValueError("TextEmbeddingBank: triplet_labels holds the same triplet twice.")
         self.triplet_labels = triplet_labels[order]
         self.triplet_table = triplets.detach().float()[order]
+        self.sampling = None  # the e of Eq. 7: None = the CLIP phrase tables above; see use_sampling_embeddings
 
     @property
     def device(self):
@@ -112,7 +113,42 @@ class TextEmbeddingBank:
             for name in ("object_table", "predicate_table", "subject_predicate_table", "predicate_object_table",
                          "triplet_keys", "triplet_labels", "triplet_table"):
                 setattr(self, name, getattr(self, name).to(device))
+            if self.sampling is not None:
+                self.sampling.to(device)
         return self
+
+    def use_sampling_embeddings(self, phrases):
+        """Rank RCL's negatives (Eq. 7) by ``phrases`` (a :class:`~sgg_plugins.text.glove.WordVectorPhrases`,
+        e.g. GloVe) instead of the CLIP phrase embeddings; None goes back to CLIP. Returns self."""
+        self.sampling = None if phrases is None else phrases.to(self.device)
+        return self
+
+    @property
+    def sampling_source(self):
+        """What the sampling embeddings are, for the log."""
+        return "clip" if self.sampling is None else f"word vectors {self.sampling.source}"
+
+    def sampling_embeddings(self, subj=None, pred=None, obj=None):
+        """e of Eq. 7 for the phrase of the given parts, [N, D_e] (not normalised).
+
+        Word vectors: the mean token vector of the phrase. CLIP: the bank's phrase tables,
+        "subject predicate" (subj, pred), "predicate object" (pred, obj), "predicate" (pred), and
+        the triplet prompt for all three (zero rows for triplets the bank lacks).
+        """
+        if pred is None:
+            raise ValueError("sampling_embeddings: every RCL phrase has a predicate")
+        pred = self._check(pred, self.num_predicates, "predicate")
+        subj = None if subj is None else self._check(subj, self.num_objects, "subject")
+        obj = None if obj is None else self._check(obj, self.num_objects, "object")
+        if self.sampling is not None:
+            return self.sampling.phrase(subj, pred, obj)
+        if subj is not None and obj is not None:
+            return self.triplets(subj, pred, obj)[0]
+        if subj is not None:
+            return self.subject_predicate_table[subj, pred]
+        if obj is not None:
+            return self.predicate_object_table[pred, obj]
+        return self.predicate_table[pred]
 
     def _check(self, labels, upper, what):
         if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
@@ -184,7 +220,10 @@ class TextEmbeddingBank:
         except FileNotFoundError:
             raise FileNotFoundError(f"text embedding file not found: {path}") from None
         except Exception as error:
-            raise ValueError(f"{path} is not a readable text embedding file ({error}); recreate it with "
+            # Not torch's message: it advises weights_only=False, i.e. running whatever code the file
+            # holds, which is never the way out for a file that should hold only tensors.
+            raise ValueError(f"{path} is not a readable text embedding file ({type(error).__name__}: truncated, "
+                             f"or not written by sgg-plugins); recreate it with "
                              f"`sgg-plugins embed ... --out {path}`.") from None
         if not isinstance(state, dict) or state.get("format") != CACHE_FORMAT:
             found = state.get("format") if isinstance(state, dict) else type(state).__name__
@@ -271,9 +310,19 @@ def _check_class_list(classes, what):
     return classes
 
 
+def _describe_difference(part, stored, requested):
+    """One clause "part: stored X, requested Y"; class lists by size and their first differing entry."""
+    if isinstance(stored, list) and isinstance(requested, list):
+        first = next((i for i, (a, b) in enumerate(zip(stored, requested)) if a != b), min(len(stored), len(requested)))
+        at = (f", first difference at label {first + 1}: {stored[first] if first < len(stored) else '(none)'!r} vs "
+              f"{requested[first] if first < len(requested) else '(none)'!r}")
+        return f"{part}: stored {len(stored)} names, requested {len(requested)}{at}"
+    return f"{part}: stored {stored!r}, requested {requested!r}"
+
+
 def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", pretrained="openai",
                          prompt=DEFAULT_PROMPT, object_prompt=DEFAULT_OBJECT_PROMPT, cache_dir=None,
-                         cache_path=None, device="cpu", batch_size=256):
+                         cache_path=None, device="cpu", batch_size=256, require_file=False):
     """The text embedding bank for these classes and triplets, from the cache when it is current.
 
     Args:
@@ -285,6 +334,9 @@ def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", 
         cache_path: the file to use (``MODEL.RCL.TEXT_EMBEDDINGS``); or ``cache_dir``: a folder where
             the file is named by the key's digest (default ``~/.cache/sgg_plugins/text_embeddings``).
         device: where CLIP runs when the embeddings must be computed, and where the bank is returned.
+        require_file: ``cache_path`` is the user's file (``MODEL.RCL.TEXT_EMBEDDINGS``): it must
+            exist and match; a missing or mismatched file is an error naming it, the stored and the
+            requested values, and the way out, never silently recomputed or overwritten.
 
     The file is reused only when it was made with the same model, weights (tag, or a local
     checkpoint's content hash), templates and class lists, and holds every requested triplet (a
@@ -305,6 +357,12 @@ def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", 
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model}_{os.path.basename(str(pretrained))}")
         cache_path = os.path.join(cache_dir or default_cache_dir(), f"clip_text_{safe}_{_key_digest(key)[:16]}.pt")
 
+    remake = (f"make it with `sgg-plugins embed --dict-file VG-SGG-dicts.json --roidb-file VG-SGG.h5 "
+              f"--clip-model {model} --clip-pretrained {pretrained} --out {cache_path}`")
+    if require_file and not os.path.isfile(cache_path):
+        raise FileNotFoundError(f"MODEL.RCL.TEXT_EMBEDDINGS: no file {cache_path}; {remake} (the training "
+                                f"dataset's files), or set MODEL.RCL.TEXT_EMBEDDINGS '' to compute and cache them "
+                                f"with MODEL.RCL.CLIP_MODEL / CLIP_PRETRAINED.")
     stale_reason = ""
     if os.path.isfile(cache_path):
         bank = TextEmbeddingBank.load(cache_path, device=device)
@@ -314,6 +372,13 @@ def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", 
         if not changed and not uncovered:
             logger.info("text embeddings loaded from %s", cache_path)
             return bank
+        if require_file:
+            differences = [_describe_difference(part, stored.get(part), key[part]) for part in changed]
+            if uncovered:
+                differences.append(f"triplets: the file lacks {uncovered} of the {len(triplet_keys)} training "
+                                   f"triplets requested")
+            raise ValueError(f"MODEL.RCL.TEXT_EMBEDDINGS {cache_path} was made for other settings ("
+                             f"{'; '.join(differences)}); {remake}, or set the MODEL.RCL keys to the stored values.")
         what = f"a different {', '.join(changed)}" if changed else f"a triplet set lacking {uncovered} requested ones"
         stale_reason = f"{cache_path} was made with {what}"
         logger.warning("%s: recomputing the text embeddings", stale_reason)
@@ -556,11 +621,16 @@ def read_vg_classes(dict_file):
     return lists[0], lists[1]
 
 
-def read_vg_training_triplets(roidb_file):
-    """[T, 3] (subject, predicate, object) labels of every relation of the training split (split == 0).
+def read_vg_training_triplets(roidb_file, num_val_im=0, num_im=-1):
+    """[T, 3] (subject, predicate, object) labels of every relation of the training split, as the file holds them.
 
-    SGB's validation images are carved out of split 0 too, so their triplets are included; RCL only
-    needs the set to cover what training can meet.
+    Every relation counts, including those between non-overlapping boxes (the host's frequency
+    statistics drop them) and duplicates of a pair (the host samples one per pair and step).
+    ``num_val_im = 0`` (the default, for the text bank) keeps all of split 0, including the images
+    SGB carves out for validation, so the bank covers whatever training can meet. With the host's
+    ``num_val_im`` (5000 unless the dataset says otherwise) and ``num_im``, exactly the images of
+    SGB's training set (``load_graphs``: split 0, with boxes and relations, the first ``num_val_im``
+    of them left to validation).
     """
     import h5py
     import numpy as np
@@ -569,14 +639,23 @@ def read_vg_training_triplets(roidb_file):
         h5 = h5py.File(roidb_file, "r")
     except FileNotFoundError:
         raise FileNotFoundError(f"roidb file not found: {roidb_file}") from None
+    except OSError as error:
+        raise ValueError(f"{roidb_file} is not a readable HDF5 file ({error}): truncated, or not SGB's VG-SGG.h5?") from None
     with h5:
-        missing = [f for f in ("split", "img_to_first_rel", "img_to_last_rel", "relationships", "predicates", "labels")
-                   if f not in h5]
+        missing = [f for f in ("split", "img_to_first_box", "img_to_first_rel", "img_to_last_rel", "relationships",
+                               "predicates", "labels") if f not in h5]
         if missing:
             raise ValueError(f"{roidb_file} lacks {', '.join(missing)}: is it SGB's VG-SGG.h5?")
-        train = (h5["split"][:] == 0) & (h5["img_to_first_rel"][:] >= 0)
-        first, last = h5["img_to_first_rel"][:][train], h5["img_to_last_rel"][:][train]
+        train = (h5["split"][:] == 0) & (h5["img_to_first_box"][:] >= 0) & (h5["img_to_first_rel"][:] >= 0)
+        images = np.flatnonzero(train)
+        if num_im > -1:
+            images = images[:num_im]
+        images = images[num_val_im:]
+        first, last = h5["img_to_first_rel"][:][images], h5["img_to_last_rel"][:][images]
         pairs, predicates, labels = h5["relationships"][:], h5["predicates"][:, 0], h5["labels"][:, 0]
+    if len(pairs) and (pairs.min() < 0 or pairs.max() >= len(labels)):
+        raise ValueError(f"{roidb_file}: relationships index boxes outside 0..{len(labels) - 1} "
+                         f"(found {pairs.min()}..{pairs.max()}): the file is inconsistent, recreate it")
     # Mark every relation index inside a training image's [first, last] range, without a loop.
     marks = np.zeros(len(predicates) + 1, dtype=np.int64)
     np.add.at(marks, first, 1)
@@ -584,6 +663,30 @@ def read_vg_training_triplets(roidb_file):
     in_train = np.cumsum(marks)[:-1] > 0
     triplets = np.stack([labels[pairs[in_train, 0]], predicates[in_train], labels[pairs[in_train, 1]]], 1)
     return torch.from_numpy(triplets.astype(np.int64))
+
+
+def predicate_training_counts(roidb_file, num_predicates, num_val_im=5000, num_im=-1):
+    """[P+1] long: how many relations of each predicate SGB's training set holds (index 0, background, is 0).
+
+    From the dataset file (:func:`read_vg_training_triplets` with the host's ``num_val_im``), so
+    relations between non-overlapping boxes count: the host's frequency statistics
+    (``fg_matrix``) leave them out and would put whole predicates in the tail with 0 samples.
+    """
+    predicates = read_vg_training_triplets(roidb_file, num_val_im=num_val_im, num_im=num_im)[:, 1]
+    if predicates.numel() and (predicates.min() < 1 or predicates.max() > num_predicates):
+        raise ValueError(f"{roidb_file}: predicate labels {int(predicates.min())}..{int(predicates.max())} do not fit "
+                         f"{num_predicates} predicates (MODEL.ROI_RELATION_HEAD.NUM_CLASSES - 1)")
+    return torch.bincount(predicates, minlength=num_predicates + 1)
+
+
+def text_bank_from_roidb(roidb_file, obj_classes, pred_classes, **bank_options):
+    """The RCL text bank for every training triplet of SGB's dataset file ``roidb_file`` (VG-SGG.h5).
+
+    ``obj_classes`` / ``pred_classes``: the host's class lists, background at 0 (its dataset's
+    ``ind_to_classes`` / ``ind_to_predicates``). ``bank_options``: those of :func:`load_or_compute_bank`
+    (model, pretrained, prompt, object_prompt, cache_path, require_file, device).
+    """
+    return load_or_compute_bank(obj_classes, pred_classes, read_vg_training_triplets(roidb_file), **bank_options)
 
 
 def _read_lines(path, what):
