@@ -7,7 +7,10 @@ computation.
 
 import json
 import math
+import os
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,12 +18,21 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "bench"))
 import bench_host_outputs as host  # noqa: E402
 
-from sgg_plugins.bench.report import ReportError, paired_t_test, read_split_file, split_by_counts, split_by_rank  # noqa: E402
+from sgg_plugins.bench.report import (  # noqa: E402
+    ReportError,
+    detectable_difference,
+    f_at_k,
+    paired_test,
+    read_split_file,
+    split_by_counts,
+    split_by_rank,
+)
 from sgg_plugins.bench.results import (  # noqa: E402
     ResultError,
     count_predicates_in_h5,
     read_metrics,
     read_predicate_statistics,
+    read_schedule,
     read_training_losses,
 )
 from sgg_plugins.cli import main  # noqa: E402
@@ -103,8 +115,8 @@ def test_mean_and_sample_std_over_seeds(bench):
     assert "30.00 ± 0.00 (n=2)" in md
 
 
-def test_paired_t_test_against_a_hand_computation():
-    test = paired_t_test({0: 0.13, 1: 0.14, 2: 0.18}, {0: 0.10, 1: 0.12, 2: 0.14})
+def test_paired_tests_against_a_hand_computation_and_scipy():
+    test = paired_test({0: 0.13, 1: 0.14, 2: 0.18}, {0: 0.10, 1: 0.12, 2: 0.14})
     # d = (0.03, 0.02, 0.04): mean 0.03, sd sqrt((0 + 0.01^2 + 0.01^2) / 2) = 0.01,
     # t = mean / (sd / sqrt(n)) = 0.03 / (0.01 / sqrt(3)) = 3 sqrt(3); df = 2.
     assert test["diffs"] == pytest.approx([0.03, 0.02, 0.04])
@@ -114,17 +126,81 @@ def test_paired_t_test_against_a_hand_computation():
     assert test["t"] == pytest.approx(t) and test["df"] == 2
     # Student t with 2 df has P(|T| > t) = 1 - t / sqrt(t^2 + 2).
     assert test["p"] == pytest.approx(1 - t / math.sqrt(t * t + 2))
-    scipy_stats = pytest.importorskip("scipy.stats")
-    reference = scipy_stats.ttest_rel([0.13, 0.14, 0.18], [0.10, 0.12, 0.14])
+    # 95 % CI: mean ± t_{0.975, 2} * sd / sqrt(3); t_{0.975, 2} = 4.302652729911275.
+    half = 4.302652729911275 * 0.01 / math.sqrt(3)
+    assert (test["ci_low"], test["ci_high"]) == pytest.approx((0.03 - half, 0.03 + half))
+    # Wilcoxon signed-rank, exact: all three differences positive, W = 0 (sum of negative ranks);
+    # under H0 each of the 2^3 sign patterns is equally likely, so two-sided p = 2 * 1/8.
+    assert test["wilcoxon_statistic"] == 0 and test["wilcoxon_p"] == pytest.approx(0.25)
+
+
+def test_paired_tests_match_scipy_on_recorded_outputs():
+    """The recorded mR@50 of five seeds (fractions as the host stores them), against scipy directly."""
+    from scipy import stats
+
+    baseline = {0: 0.5462, 1: 0.5511, 2: 0.5398, 3: 0.5570, 4: 0.5447}
+    variant = {0: 0.5490, 1: 0.5942, 2: 0.5430, 3: 0.5601, 4: 0.5402}
+    test = paired_test(variant, baseline)
+    v, b = list(variant.values()), list(baseline.values())
+    reference = stats.ttest_rel(v, b)
     assert test["t"] == pytest.approx(reference.statistic) and test["p"] == pytest.approx(reference.pvalue)
+    assert test["wilcoxon_p"] == pytest.approx(stats.wilcoxon(v, b).pvalue)
+    # d = (+0.28, +4.31, +0.32, +0.31, -0.45) points; |d| ranks 1, 5, 3, 2, 4; the one negative has
+    # rank 4, so W = min(4, 11) = 4. Rank subsets with sum <= 4: {}, 1, 2, 3, 4, 1+2, 1+3 -> 7 of the
+    # 32 sign patterns, so the exact two-sided p is 2 * 7 / 32.
+    assert test["wilcoxon_statistic"] == 4 and test["wilcoxon_p"] == pytest.approx(14 / 32)
+    diffs = [a - c for a, c in zip(v, b)]
+    half = stats.t.ppf(0.975, 4) * statistics.stdev(diffs) / math.sqrt(5)
+    assert test["ci_low"] == pytest.approx(statistics.fmean(diffs) - half)
+    assert test["ci_high"] == pytest.approx(statistics.fmean(diffs) + half)
 
 
-def test_paired_t_test_is_not_available_without_two_paired_seeds():
-    one_seed = paired_t_test({0: 0.2, 1: None}, {0: 0.1, 1: 0.1})
+def test_paired_tests_are_not_available_without_two_paired_seeds():
+    one_seed = paired_test({0: 0.2, 1: None}, {0: 0.1, 1: 0.1})
     assert one_seed["n"] == 1 and one_seed["p"] is None and one_seed["note"].startswith("n/a")
-    assert one_seed["mean_diff"] == pytest.approx(0.1)
-    constant = paired_t_test({0: 0.2, 1: 0.3}, {0: 0.1, 1: 0.2})
-    assert constant["t"] is None and "same on every seed" in constant["note"]
+    assert one_seed["mean_diff"] == pytest.approx(0.1) and one_seed["wilcoxon_p"] is None
+    constant = paired_test({0: 0.2, 1: 0.3}, {0: 0.1, 1: 0.2})
+    assert constant["t"] is None and constant["ci_low"] is None and "same on every seed" in constant["note"]
+    # The signed-rank test still applies: both signs positive, p = 2 * 1/4.
+    assert constant["wilcoxon_p"] == pytest.approx(0.5)
+    nothing = paired_test({0: 0.2, 1: 0.3}, {0: 0.2, 1: 0.3})
+    assert nothing["wilcoxon_p"] is None and nothing["t"] is None
+
+
+def test_noise_floor_of_the_paired_test():
+    # Baseline std 1 point over 5 seeds: sd(d) = sqrt(2) points; p < 0.05 needs
+    # |mean d| >= t_{0.975, 4} * sqrt(2) / sqrt(5) = 2.7764451 * 0.6324555 = 1.7560 points.
+    floor = detectable_difference(0.01, 5)
+    assert floor["sd_diff"] == pytest.approx(0.01 * math.sqrt(2))
+    assert floor["significant"] == pytest.approx(2.7764451052 * math.sqrt(2 / 5) * 0.01, rel=1e-6)
+    assert floor["wilcoxon_min_p"] == pytest.approx(0.0625)  # never < 0.05 with 5 seeds
+    # 80 % power: a little above the normal approximation (t_{0.975,4} + t_{0.8,4}) * sd(d) / sqrt(n)
+    # = (2.776 + 0.941) * 0.632 = 2.351 points, and the noncentral t gives exactly 0.8 there.
+    from scipy import stats
+
+    delta = floor["at_power"] / (0.01 * math.sqrt(2) / math.sqrt(5))
+    critical = stats.t.ppf(0.975, 4)
+    assert stats.nct.sf(critical, 4, delta) + stats.nct.cdf(-critical, 4, delta) == pytest.approx(0.8)
+    assert 0.0235 < floor["at_power"] < 0.027
+    # Halving the std halves both; one seed has no test.
+    assert detectable_difference(0.005, 5)["significant"] == pytest.approx(floor["significant"] / 2)
+    assert detectable_difference(0.01, 1)["significant"] is None
+
+
+def test_f_at_k_is_the_harmonic_mean_of_recall_and_mean_recall():
+    assert f_at_k(0.6, 0.12) == pytest.approx(2 * 0.6 * 0.12 / 0.72)  # 0.2
+    assert f_at_k(0.0, 0.0) == 0.0
+    assert f_at_k(None, 0.1) is None
+
+
+def test_f_at_k_per_run_in_the_report(bench):
+    _, out, report = bench
+    # baseline seed0: R@100 = mean(0.5, 0.7) = 0.6, mR@100 = 0.10 -> F = 0.12 / 0.7
+    run = next(r for r in report["runs"] if (r["variant"], r["seed"]) == ("baseline", 0))
+    assert run["metrics"]["F@100"] == pytest.approx(2 * 0.6 * 0.10 / 0.70)
+    expected = statistics.fmean(2 * r * m / (r + m) for r, m in zip(R100["baseline"], MR100["baseline"]))
+    assert report["summary"]["baseline"]["F@100"]["mean"] == pytest.approx(expected)
+    assert "| F@100 |" in (out / "report.md").read_text() or " F@100 " in (out / "report.md").read_text()
 
 
 def test_report_compares_each_variant_with_the_baseline_per_seed(bench):
@@ -132,12 +208,14 @@ def test_report_compares_each_variant_with_the_baseline_per_seed(bench):
     align = report["paired"]["align"]["mR@100"]
     assert align["seeds"] == [0, 1, 2]
     assert align["t"] == pytest.approx(3 * math.sqrt(3))
+    assert align["wilcoxon_p"] == pytest.approx(0.25)
     # probe/seed1 failed: only seeds 0 and 2 are paired; d = (0.01, 0.02).
     probe = report["paired"]["probe"]["mR@100"]
     assert probe["seeds"] == [0, 2] and probe["diffs"] == pytest.approx([0.01, 0.02])
     md = (out / "report.md").read_text()
     assert "### align − baseline" in md
-    assert "| mR@100 | +3.00 | +2.00 | +4.00 | +3.00 | 5.20 | 0.0351 * |" in md
+    # mean 3 ± t_{0.975,2} * 1 / sqrt(3) = 3 ± 2.48 points
+    assert "| mR@100 | +3.00 | +2.00 | +4.00 | +3.00 | [+0.52, +5.48] | 5.20 | 0.0351 * | 0.25 |" in md
 
 
 def test_head_body_tail_from_training_frequencies():
@@ -190,7 +268,7 @@ def test_failed_run_is_reported_and_left_out(bench):
     assert report["summary"]["probe"]["mR@100"]["n"] == 2
     assert report["summary"]["probe"]["mR@100"]["mean"] == pytest.approx((0.11 + 0.16) / 2)
     md = (out / "report.md").read_text()
-    assert "| probe | 1 | **failed** | train failed (return code 1) |" in md
+    assert "| probe | 1 | **failed** | – | – | – | – | train failed (return code 1) |" in md
     assert "1 run(s) without results" in md
 
 
@@ -263,3 +341,148 @@ def test_bad_input_gives_a_clear_error(tmp_path, capsys, bench):
     torch.save(stats, tmp_path / "other.cache")
     assert main(["report", str(bench_dir), "--out", str(tmp_path / "r"), "--statistics", str(tmp_path / "other.cache")]) == 2
     assert "has 7 predicates but the host's mR@100 list has 6" in capsys.readouterr().err
+
+
+def test_no_absolute_path_in_the_report(bench):
+    bench_dir, out, report = bench
+    absolute = str(bench_dir.resolve())
+    for name in ("report.md", "report.csv", "report.json"):
+        text = (out / name).read_text()
+        assert absolute not in text and str(bench_dir) not in text, name
+    assert report["bench_dir"] == "."
+    assert report["split"]["statistics"] == f"baseline/seed0/{host.TRAIN_SET}_statistics.cache"
+    run = report["runs"][0]
+    assert run["result_file"] == f"baseline/seed0/inference/{host.TEST_SET}/result_dict.pytorch"
+
+
+def test_recorded_command_paths_are_made_relative(tmp_path):
+    from sgg_plugins.bench.report import relative_command
+
+    bench_dir = tmp_path / "bench"
+    bench_dir.mkdir()
+    command = ["sgg-plugins", "bench", "--out", str(bench_dir), "--cwd", str(tmp_path / "sgb"),
+               "PATHS_CATALOG", str(tmp_path / "data" / "paths_catalog.py"), f"--config-file={tmp_path}/c.yaml"]
+    assert relative_command(command, bench_dir) == [
+        "sgg-plugins", "bench", "--out", ".", "--cwd", "../sgb", "PATHS_CATALOG", "../data/paths_catalog.py",
+        "--config-file=../c.yaml"]
+
+
+def _one_run_bench(bench_dir, record_test_started=None, test_command_cache="False", cleared=None):
+    """A bench with baseline seed0 only, its run.json's test stage as given."""
+    bench_dir.mkdir(parents=True)
+    host.write_bench_plan(bench_dir, ["baseline"], [0])
+    run_dir = bench_dir / "baseline" / "seed0"
+    host.write_run(run_dir, "baseline", 0, [0.5, 0.7], [0.1 + o for o in OFFSETS], [0.2], losses("baseline"))
+    record = json.loads((run_dir / "run.json").read_text())
+    test = record["stages"]["test"]
+    if record_test_started is not None:
+        test["started_unix"] = record_test_started
+    if test_command_cache is None:
+        test["command"] = [a for a in test["command"] if a not in ("TEST.ALLOW_LOAD_FROM_CACHE", "False")]
+    if cleared is not None:
+        test["cleared"] = cleared
+    (run_dir / "run.json").write_text(json.dumps(record))
+    return run_dir
+
+
+def test_a_result_older_than_its_test_stage_is_refused(tmp_path, capsys):
+    # The test stage started after the result file was written: the file is from an earlier run.
+    run_dir = _one_run_bench(tmp_path / "bench", record_test_started=time.time() + 3600)
+    assert main(["report", str(tmp_path / "bench"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "baseline/seed0: stale result_dict.pytorch is older than this run's test" in err
+    # Once the test has run again (a fresh file), it is read.
+    result = next(run_dir.glob("inference/*/result_dict.pytorch"))
+    later = time.time() + 7200
+    os.utime(result, (later, later))
+    assert main(["report", str(tmp_path / "bench"), "--out", str(tmp_path / "r")]) == 0
+
+
+def test_a_test_that_may_have_read_the_host_cache_is_flagged(tmp_path):
+    _one_run_bench(tmp_path / "bench", test_command_cache=None)
+    assert main(["report", str(tmp_path / "bench"), "--out", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["runs"][0]["flag"] == ("test ran without TEST.ALLOW_LOAD_FROM_CACHE False: "
+                                         "may have evaluated cached predictions")
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "⚠ 1 run(s) are included but flagged" in md
+    # A test stage that started after the runner cleared the old evaluation files is not flagged.
+    _one_run_bench(tmp_path / "bench2", test_command_cache=None, cleared=[])
+    assert main(["report", str(tmp_path / "bench2"), "--out", str(tmp_path / "r2")]) == 0
+    assert json.loads((tmp_path / "r2" / "report.json").read_text())["runs"][0]["flag"] == ""
+
+
+def test_schedule_and_early_stop_from_the_host_log(tmp_path):
+    (tmp_path / "config.yml").write_text(host.saved_config("WarmupReduceLROnPlateau", max_iter=2000, val_period=400))
+    lines = host.log_lines({200: {"loss": 1.0}, 400: {"loss": 0.9}}).splitlines()
+    lines += [
+        "2024-01-01 10:02:00,000 maskrcnn_benchmark INFO: eta: 0:01:00  iter: 800  loss: 0.8 (0.9)  lr: 0.01",
+        "2024-01-01 10:02:10,000 maskrcnn_benchmark INFO: Start validating",
+        "2024-01-01 10:02:20,000 maskrcnn_benchmark INFO: Validation Result: 0.5000",
+        "2024-01-01 10:02:21,000 maskrcnn_benchmark INFO: Trigger Schedule Decay, RL has been reduced by factor 0.1",
+        "2024-01-01 10:02:21,000 maskrcnn_benchmark INFO: Trigger MAX_DECAY_STEP at iteration 800.",
+    ]
+    (tmp_path / "log.txt").write_text("\n".join(lines) + "\n")
+    schedule = read_schedule(tmp_path)
+    assert schedule["type"] == "WarmupReduceLROnPlateau" and schedule["max_iter"] == 2000
+    assert schedule["val_period"] == 400
+    # The fixture's first validation line follows iteration 400; the second follows 800.
+    assert schedule["validations"] == [(400, 0.1234), (800, 0.5)]
+    assert schedule["decays"] == [800]
+    assert schedule["stopped_at"] == 800 and schedule["stop_reason"] == "MAX_DECAY_STEP (validation plateau)"
+
+    (tmp_path / "config.yml").write_text(host.saved_config("WarmupMultiStepLR", max_iter=400))
+    (tmp_path / "log.txt").write_text(host.log_lines({200: {"loss": 1.0}, 400: {"loss": 0.9}}))
+    schedule = read_schedule(tmp_path)
+    assert (schedule["type"], schedule["stopped_at"], schedule["stop_reason"]) == ("WarmupMultiStepLR", 400, "MAX_ITER")
+
+
+def test_runs_table_states_schedule_stop_and_times(bench):
+    _, out, _ = bench
+    md = (out / "report.md").read_text()
+    assert "| align | 2 | done | WarmupReduceLROnPlateau, 0 LR decay(s) | 400 of 400 (MAX_ITER) | 100 | 10 |" in md
+    assert "Total recorded run time: 0.24 h (880 s)." in md  # 8 finished runs x 110 s
+    assert "one point per 200 iterations" in md
+
+
+def test_head_body_tail_counts_come_from_the_synthetic_dataset_h5(tmp_path):
+    """With a synthetic PATHS_CATALOG in the bench's base opts, counts are read from its h5 (split 0,
+    minus the catalog's validation images), not from the host's overlap-filtered cache."""
+    h5py = pytest.importorskip("h5py")
+    import numpy as np
+
+    data = tmp_path / "data"
+    data.mkdir()
+    # Training images 0..2 (image 0 is validation: NUM_VAL_IMAGES = 1), test image 3.
+    # Training relations (images 1, 2): predicates 1 x3, 2 x2, 3 x0, 4 x1, 5 x4, 6 x5.
+    per_image = [[6, 6, 6, 6, 6, 6, 6], [1, 1, 1, 2, 5, 5], [2, 4, 5, 5, 6, 6, 6, 6, 6], [3, 3, 3]]
+    predicates = [p for image in per_image for p in image]
+    sizes = np.array([len(image) for image in per_image])
+    first = np.cumsum(sizes) - sizes
+    with h5py.File(data / "VG-SGG-with-attri.h5", "w") as h5:
+        h5["split"] = np.array([0, 0, 0, 2])
+        h5["img_to_first_box"] = np.array([0, 1, 2, 3])
+        h5["img_to_first_rel"] = first
+        h5["img_to_last_rel"] = first + sizes - 1
+        h5["predicates"] = np.array(predicates).reshape(-1, 1)
+    (data / "VG-SGG-dicts-with-attri.json").write_text(json.dumps(
+        {"idx_to_predicate": {str(i): n for i, n in enumerate(host.PREDICATES) if i}}))
+    (data / "paths_catalog.py").write_text("NUM_VAL_IMAGES = 1  # the first training images\n")
+    bench_dir = tmp_path / "bench"
+    _one_run_bench(bench_dir)
+    plan = json.loads((bench_dir / "bench.json").read_text())
+    plan.update(base_opts=["PATHS_CATALOG", str(data / "paths_catalog.py")], cwd=str(tmp_path))
+    (bench_dir / "bench.json").write_text(json.dumps(plan))
+    assert main(["report", str(bench_dir), "--out", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert [p["train_count"] for p in report["predicates"]] == [3, 2, 0, 1, 4, 5]
+    assert report["split"]["statistics"] == "../data/VG-SGG-with-attri.h5"
+    assert "the first 1 training images are validation" in report["split"]["counts_from"]
+    # ranked: wearing 5, riding 4 | above 3, on 2 | has 1, attached to 0
+    assert {p["name"]: p["group"] for p in report["predicates"]} == {
+        "wearing": "head", "riding": "head", "above": "body", "on": "body", "has": "tail", "attached to": "tail"}
+
+
+def test_the_host_cache_is_a_flagged_fallback(bench):
+    _, _, report = bench
+    assert report["split"]["counts_from"].startswith("the host's statistics cache, built with filter_non_overlap=True")

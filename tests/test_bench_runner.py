@@ -7,6 +7,7 @@ planning, recording, resuming, GPU hand-out and failure handling are tested with
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,9 @@ def test_every_variant_and_seed_is_trained_then_tested_and_recorded(host, tmp_pa
                                   ("lr_low", ["SOLVER.BASE_LR", "0.001"])):
         for seed in (0, 1):
             folder = out / variant / f"seed{seed}"
-            expected_opts = ["MODEL.ROI_RELATION_HEAD.USE_GT_BOX", "True", *variant_opts, "OUTPUT_DIR", str(folder)]
+            # The host's evaluation cache is always off, after the user's opts so that it wins.
+            expected_opts = ["MODEL.ROI_RELATION_HEAD.USE_GT_BOX", "True", *variant_opts,
+                             "TEST.ALLOW_LOAD_FROM_CACHE", "False", "OUTPUT_DIR", str(folder)]
             runs = [c for c in made if c["opts"][-1] == str(folder)]
             assert [c["stage"] for c in runs] == ["train", "test"]
             assert all(c["opts"] == expected_opts and c["seed"] == str(seed) and c["hash_seed"] == str(seed)
@@ -187,7 +190,8 @@ def test_dry_run_prints_commands_and_runs_nothing(host, tmp_path, capsys):
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) == 4 and read_calls(calls) == [] and not out.exists()
     assert "SGG_PLUGINS_SEED=7" in printed[0] and "--skip-test" in printed[0]
-    assert printed[2].endswith(f"MODEL.ROI_RELATION_HEAD.USE_GT_BOX True MODEL.RCL.ENABLED True OUTPUT_DIR {out}/rcl/seed7")
+    assert printed[2].endswith(f"MODEL.ROI_RELATION_HEAD.USE_GT_BOX True MODEL.RCL.ENABLED True "
+                               f"TEST.ALLOW_LOAD_FROM_CACHE False OUTPUT_DIR {out}/rcl/seed7")
 
 
 def test_changing_the_plan_under_an_existing_bench_is_refused(host, tmp_path, capsys):
@@ -196,10 +200,16 @@ def test_changing_the_plan_under_an_existing_bench_is_refused(host, tmp_path, ca
     assert bench(cwd, out, "--variants", "baseline") == 0
     capsys.readouterr()
     assert bench(cwd, out, "--variants", "baseline", opts=("SOLVER.MAX_ITER", "10")) == 2
-    assert "was made by another plan" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # The keys that differ, not both plans.
+    assert "was made by another plan (base_opts: removed MODEL.ROI_RELATION_HEAD.USE_GT_BOX True; " \
+           "base_opts: added SOLVER.MAX_ITER 10)" in err
+    assert len(err) < 400
     # A new variant under another base command would mix two benches in one folder.
     assert bench(cwd, out, "--variants", "align", opts=("SOLVER.MAX_ITER", "10")) == 2
-    assert "runs with another base command need a new --out" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "was made with another base command (base_opts: removed MODEL.ROI_RELATION_HEAD.USE_GT_BOX True; " \
+           "base_opts: added SOLVER.MAX_ITER 10); runs with another base command need a new --out" in err
     assert len(read_calls(calls)) == 2
 
 
@@ -216,3 +226,49 @@ def test_bad_command_lines_give_clear_errors(host, tmp_path, capsys):
     assert main(["bench", "--config-file", "configs/relation.yaml", "--out", str(out), "--cwd", str(cwd),
                  "--gpus", "none", "--train-script", str(tmp_path / "nope.py")]) == 2
     assert "nope.py not found; pass --train-script" in capsys.readouterr().err
+
+
+def test_a_variant_redefined_under_the_same_name_is_refused_with_the_difference(host, tmp_path, capsys):
+    cwd, _ = host
+    out = tmp_path / "out"
+    assert bench(cwd, out, "--variants", "--variant", "lr=SOLVER.BASE_LR 0.01") == 0
+    capsys.readouterr()
+    assert bench(cwd, out, "--variants", "--variant", "lr=SOLVER.BASE_LR 0.001") == 2
+    assert "(variant_opts: SOLVER.BASE_LR 0.01 -> 0.001)" in capsys.readouterr().err
+
+
+def test_same_settings_in_another_order_resume(host, tmp_path):
+    cwd, calls = host
+    out = tmp_path / "out"
+    assert bench(cwd, out, "--variants", "baseline", opts=("A.B", "1", "C.D", "2")) == 0
+    assert bench(cwd, out, "--variants", "baseline", opts=("C.D", "2", "A.B", "1")) == 0
+    assert len(read_calls(calls)) == 2
+
+
+def test_a_test_never_sees_an_earlier_evaluation(host, tmp_path, monkeypatch):
+    """The test stage deletes what an earlier test left under inference/ and records it."""
+    cwd, calls = host
+    out = tmp_path / "out"
+    monkeypatch.setenv("FAKE_FAIL_STAGE", "test")
+    assert bench(cwd, out, "--variants", "baseline") == 1
+    folder = out / "baseline" / "seed0" / "inference" / TEST_SET
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "eval_results.pytorch").write_bytes(b"old predictions")
+    (folder / "result_dict.pytorch").write_bytes(b"old result")
+    assert bench(cwd, out, "--variants", "baseline") == 1  # fails again: the stale files are gone
+    assert not (folder / "eval_results.pytorch").exists() and not (folder / "result_dict.pytorch").exists()
+    record = json.loads((out / "baseline" / "seed0" / "run.json").read_text())
+    assert record["stages"]["test"]["cleared"] == [f"inference/{TEST_SET}/eval_results.pytorch",
+                                                   f"inference/{TEST_SET}/result_dict.pytorch"]
+    assert record["stages"]["test"]["started_unix"] <= time.time()
+    monkeypatch.delenv("FAKE_FAIL_STAGE")
+    assert bench(cwd, out, "--variants", "baseline") == 0
+    assert (folder / "result_dict.pytorch").read_bytes() == b"fake result"
+
+
+def test_turning_the_host_cache_on_is_refused(host, tmp_path, capsys):
+    cwd, calls = host
+    assert bench(cwd, tmp_path / "out", opts=("TEST.ALLOW_LOAD_FROM_CACHE", "True")) == 2
+    assert ("do not pass TEST.ALLOW_LOAD_FROM_CACHE True: bench always runs with TEST.ALLOW_LOAD_FROM_CACHE "
+            "False") in capsys.readouterr().err
+    assert read_calls(calls) == []

@@ -1,47 +1,65 @@
 """``sgg-plugins report``: tables, paired significance tests and plots from finished bench runs.
 
 Reads, for every ``<bench>/<variant>/seed<k>/`` folder, the host's own evaluation output
-(``inference/<test set>/result_dict.pytorch``), its training log (``log.txt``) and ``run.json``;
-nothing the host's evaluator computed is computed again. Writes into ``--out``:
+(``inference/<test set>/result_dict.pytorch``), its training log (``log.txt``), its saved
+``config.yml`` and ``run.json``; nothing the host's evaluator computed is computed again. Writes
+into ``--out`` (every path in them relative to the bench folder, so a report reads the same when
+the folder moves):
 
-- ``report.md``: R@K, mR@K, ng-mR@K, zR@K (where the host produced them) as mean ± sample standard
-  deviation (ddof = 1) over seeds, in percent; head/body/tail mR@100; for each variant the per-seed
-  difference to the baseline and a paired two-sided t-test; the status of every run;
+- ``report.md``: R@K, mR@K, F@K (harmonic mean of R@K and mR@K), ng-mR@K, zR@K as mean ± sample
+  standard deviation (ddof = 1) over seeds, in percent; the noise floor (the difference a paired
+  test over the baseline's seeds can detect given its seed-to-seed std); head/body/tail mR@100;
+  per variant the per-seed differences to the baseline with ``scipy.stats.ttest_rel``,
+  ``scipy.stats.wilcoxon`` and the t-based 95 % confidence interval of the mean difference; every
+  run's status, LR schedule, where it stopped and how long it took;
 - ``report.csv`` and ``report.json``: every number of the report, in the host's units (fractions);
-- ``per_predicate_recall.png``: the host's per-predicate R@100 (the list behind mR@100), predicates
-  sorted by training frequency, baseline against the variants;
+- ``per_predicate_recall.png``: the host's per-predicate R@100 (the list behind mR@100) as grouped
+  bars, predicates sorted by training frequency, one bar per variant;
 - ``training_losses.png``: every loss the host logged, per variant and seed.
 
-Head/body/tail: predicates are ranked by their number of training samples (from the host's
-``*_statistics.cache`` in a run folder, ``--statistics``, or counted from ``--vg-h5``); by default
-the most frequent third of the predicate classes is *head*, the least frequent third *tail*, the
-rest *body* (``--head-frac`` / ``--tail-frac``; ties keep predicate order). ``--head-above`` /
-``--tail-below`` split by training counts instead, and ``--split-file`` gives the groups
-explicitly, e.g. the fixed VG150 split used by BGNN and SGTR.
+A run's evaluation must be its own: a result file older than the run's test stage is refused,
+and one the host may have computed from cached predictions (``TEST.ALLOW_LOAD_FROM_CACHE`` not
+False and no cleared cache recorded) is flagged.
+
+Head/body/tail: predicates are ranked by their number of training samples, counted from the
+dataset h5 (``--vg-h5``, or the synthetic dataset named by the bench's ``PATHS_CATALOG``); the
+host's ``*_statistics.cache`` is only a flagged fallback, because the host builds it with
+``filter_non_overlap=True``. By default the most frequent third of the predicate classes is
+*head*, the least frequent third *tail*, the rest *body* (``--head-frac`` / ``--tail-frac``; ties
+keep predicate order). ``--head-above`` / ``--tail-below`` split by training counts instead, and
+``--split-file`` gives the groups explicitly, e.g. the fixed VG150 split used by BGNN and SGTR.
 """
 
 import csv
 import json
 import math
+import os
+import shlex
 import statistics
 import sys
 from pathlib import Path
 
 from .results import (
+    HOST_LOG_PERIOD,
+    HOST_NUM_VAL_IMAGES,
     TRAIN_LOG,
     ResultError,
+    check_evaluation_freshness,
     count_predicates_in_h5,
+    dataset_from_catalog,
     find_result_dicts,
     find_statistics_cache,
     load_torch_file,
     read_metrics,
     read_predicate_statistics,
+    read_schedule,
     read_training_losses,
 )
+from .runner import opts_to_dict
 
 GROUPS = ("head", "body", "tail")
 # Metric families of the main table, as in the papers' tables; others go to the CSV / JSON only.
-TABLE_FAMILIES = ("R", "mR", "ng-mR", "zR")
+TABLE_FAMILIES = ("R", "mR", "F", "ng-mR", "zR")
 SPLIT_K = 100
 PNG_DPI = 120
 
@@ -61,33 +79,85 @@ def mean_std(values):
     return statistics.fmean(values), std, len(values)
 
 
-def paired_t_test(variant_by_seed, baseline_by_seed):
-    """Paired two-sided t-test of a variant against the baseline over the seeds both finished.
+def paired_test(variant_by_seed, baseline_by_seed, confidence=0.95):
+    """Paired tests of a variant against the baseline over the seeds both finished.
 
-    With d_s = variant_s - baseline_s over n seeds: t = mean(d) / (sd(d) / sqrt(n)), sd with
-    ddof = 1, df = n - 1, p = 2 * P(T_df > |t|). With fewer than two seeds or identical
-    differences there is no test: t and p are None and ``note`` says why.
+    With d_s = variant_s - baseline_s: ``scipy.stats.ttest_rel`` (two-sided; t, df, p and the
+    t-based ``confidence`` interval of mean(d)) and ``scipy.stats.wilcoxon`` (two-sided signed-rank,
+    exact for small n). Below two seeds, or when d is the same on every seed (no spread, so no t),
+    the t-test is not available and ``note`` says why.
     """
     seeds = sorted(s for s, v in variant_by_seed.items() if v is not None and baseline_by_seed.get(s) is not None)
-    diffs = [variant_by_seed[s] - baseline_by_seed[s] for s in seeds]
+    variant = [variant_by_seed[s] for s in seeds]
+    baseline = [baseline_by_seed[s] for s in seeds]
+    diffs = [v - b for v, b in zip(variant, baseline)]
     result = {"seeds": seeds, "diffs": diffs, "n": len(diffs), "mean_diff": None, "std_diff": None,
-              "t": None, "df": None, "p": None, "note": ""}
+              "t": None, "df": None, "p": None, "ci_low": None, "ci_high": None, "confidence": confidence,
+              "wilcoxon_statistic": None, "wilcoxon_p": None, "note": ""}
     if diffs:
         result["mean_diff"] = statistics.fmean(diffs)
     if len(diffs) < 2:
         result["note"] = "n/a: fewer than 2 seeds finished for both"
         return result
+    from scipy import stats
+
     std = statistics.stdev(diffs)
     result["std_diff"] = std
+    if any(abs(d) > 1e-12 for d in diffs):
+        # zero_method="wilcox" drops zero differences, as the signed-rank test defines them.
+        wilcoxon = stats.wilcoxon(variant, baseline, alternative="two-sided")
+        result.update(wilcoxon_statistic=float(wilcoxon.statistic), wilcoxon_p=float(wilcoxon.pvalue))
     # Recalls are fractions: a spread below 1e-12 is rounding, and t would be meaninglessly huge.
     if std < 1e-12:
         result["note"] = "n/a: the difference is the same on every seed"
         return result
-    from scipy.stats import t as student_t
-
-    t = result["mean_diff"] / (std / math.sqrt(len(diffs)))
-    result.update(t=t, df=len(diffs) - 1, p=float(2 * student_t.sf(abs(t), len(diffs) - 1)))
+    ttest = stats.ttest_rel(variant, baseline, alternative="two-sided")
+    interval = ttest.confidence_interval(confidence_level=confidence)
+    result.update(t=float(ttest.statistic), df=int(ttest.df), p=float(ttest.pvalue),
+                  ci_low=float(interval.low), ci_high=float(interval.high))
     return result
+
+
+def detectable_difference(baseline_std, n, alpha=0.05, power=0.8):
+    """The noise floor of a paired t-test over ``n`` seeds, from the baseline's seed-to-seed std.
+
+    Assumes the variant's seeds scatter as the baseline's and independently of them, so the paired
+    differences have sd(d) = sqrt(2) * baseline_std. Returns ``{"significant": the smallest |mean d|
+    that gives p < alpha (t_{1-alpha/2, n-1} * sd(d) / sqrt(n)), "at_power": the true difference the
+    test detects with probability ``power`` (from the noncentral t), "wilcoxon_min_p": the smallest
+    two-sided p the signed-rank test can give with n pairs, 2 / 2**n}``; None entries below 2 seeds.
+    """
+    result = {"n": n, "baseline_std": baseline_std, "alpha": alpha, "power": power, "sd_diff": None,
+              "significant": None, "at_power": None, "wilcoxon_min_p": 2 / 2 ** n if n else None}
+    if n < 2 or baseline_std is None:
+        return result
+    from scipy import optimize, stats
+
+    df = n - 1
+    sd_diff = math.sqrt(2) * baseline_std
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    result.update(sd_diff=sd_diff, significant=critical * sd_diff / math.sqrt(n))
+    if sd_diff == 0:
+        result["at_power"] = 0.0
+        return result
+
+    def shortfall(noncentrality):
+        # The far tail is below 1e-16 once the effect is sizeable, where scipy's nct.cdf can give NaN.
+        far_tail = stats.nct.cdf(-critical, df, noncentrality)
+        detected = stats.nct.sf(critical, df, noncentrality) + (0.0 if math.isnan(far_tail) else far_tail)
+        return detected - power
+
+    # Power 0.8 needs a noncentrality below 30 for every df >= 1 (about 17 for two seeds).
+    noncentrality = optimize.brentq(shortfall, 0.0, 30.0)
+    result["at_power"] = noncentrality * sd_diff / math.sqrt(n)
+    return result
+
+
+def f_at_k(recall, mean_recall):
+    """F@K: the harmonic mean of R@K and mR@K (None where either is missing; 0 where both are 0)."""
+    if recall is None or mean_recall is None:
+        return None
+    return 0.0 if recall + mean_recall == 0 else 2 * recall * mean_recall / (recall + mean_recall)
 
 
 # ---------------------------------------------------------------- head / body / tail
@@ -157,9 +227,29 @@ def read_split_file(path, names):
 
 # ---------------------------------------------------------------- reading the bench
 
+def relative_to(path, bench_dir):
+    """``path`` as seen from the bench folder: what the report writes, so it reads the same anywhere."""
+    return os.path.relpath(Path(path).resolve(), Path(bench_dir).resolve())
+
+
+def relative_command(command, bench_dir):
+    """A recorded command line with every absolute path made relative to the bench folder."""
+    out = []
+    for token in command:
+        if os.path.isabs(token):
+            out.append(relative_to(token, bench_dir))
+        elif "=" in token and os.path.isabs(token.partition("=")[2]):
+            key, _, value = token.partition("=")
+            out.append(f"{key}={relative_to(value, bench_dir)}")
+        else:
+            out.append(token)
+    return out
+
+
 def load_plan(bench_dir, only_variants=None):
-    """Variants (in order), seeds and baseline name, from ``bench.json`` or the folder layout."""
+    """``(variants in order, seeds, baseline name, bench.json or {})``, from ``bench.json`` or the layout."""
     plan_path = bench_dir / "bench.json"
+    plan = {}
     if plan_path.exists():
         plan = json.loads(plan_path.read_text())
         variants, seeds, baseline = list(plan["variants"]), list(plan["seeds"]), plan.get("baseline")
@@ -175,18 +265,26 @@ def load_plan(bench_dir, only_variants=None):
         variants = list(only_variants)
     if not variants or not seeds:
         raise ReportError(f"no runs in {bench_dir}: expected <variant>/seed<k>/ folders written by sgg-plugins bench")
-    return variants, seeds, baseline
+    return variants, seeds, baseline, plan
 
 
 def read_run(run_dir, dataset):
-    """Status, host metrics and losses of one run folder; metrics are None when the run is missing."""
-    run = {"status": "missing", "note": "", "result_file": None, "result": None, "losses": {}}
+    """Status, host metrics, losses, schedule and timings of one run folder.
+
+    A result file older than the run's test stage is refused (status ``stale``); one the host may
+    have computed from cached predictions is kept but flagged (see ``check_evaluation_freshness``).
+    """
+    run = {"status": "missing", "note": "", "flag": "", "result_file": None, "result": None, "losses": {},
+           "schedule": None, "seconds": {}}
     if not run_dir.is_dir():
         run["note"] = "not run"
         return run
     if (run_dir / TRAIN_LOG).exists():
         run["losses"] = read_training_losses(run_dir / TRAIN_LOG)
+        run["schedule"] = read_schedule(run_dir)
     record = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else None
+    if record:
+        run["seconds"] = {stage: entry.get("seconds") for stage, entry in record.get("stages", {}).items()}
     if record and record.get("status") != "done":
         failed = [(stage, e) for stage, e in record.get("stages", {}).items() if e.get("status") != "done"]
         stage, entry = failed[0] if failed else ("run", {})
@@ -203,24 +301,43 @@ def read_run(run_dir, dataset):
     if len(result_files) > 1:
         raise ReportError(f"{run_dir} has results for several test sets ({', '.join(result_files)}); choose one with --dataset")
     (test_set, path), = result_files.items()
-    run.update(status="done", test_set=test_set, result_file=str(path.relative_to(run_dir.parent.parent)),
-               result=read_metrics(load_torch_file(path), source=str(path)))
+    run["result_file"] = relative_to(path, run_dir.parent.parent)
+    verdict, note = check_evaluation_freshness(path, record)
+    if verdict == "stale":
+        run.update(status="stale", note=note)
+        return run
+    run.update(status="done", test_set=test_set, flag=note, result=read_metrics(load_torch_file(path), source=str(path)))
     return run
 
 
-def predicate_statistics(args, run_dirs):
-    """``(names, counts, source)`` of the training predicates, or ``(None, None, reason)``."""
+def predicate_statistics(args, bench_dir, plan, run_dirs):
+    """``(names, counts, source, how)`` of the training predicates, or ``(None, None, None, reason)``.
+
+    Counts come, in this order, from ``--statistics`` (a host cache named explicitly), ``--vg-h5``,
+    the dataset of the bench's ``PATHS_CATALOG`` when it is a synthetic dataset's catalog, and
+    only then from a host ``*_statistics.cache`` in a run folder, which is flagged: the host builds
+    it with ``filter_non_overlap=True``, so it leaves out images whose related boxes never overlap.
+    """
     if args.statistics:
-        return (*read_predicate_statistics(args.statistics), str(args.statistics))
-    for run_dir in run_dirs:
-        cache = find_statistics_cache(run_dir)
-        if cache is not None:
-            return (*read_predicate_statistics(cache), str(cache))
+        return (*read_predicate_statistics(args.statistics), args.statistics, "the host's statistics cache")
     if args.vg_h5:
         if not args.vg_dict:
             raise ReportError("--vg-h5 needs --vg-dict (VG-SGG-dicts-with-attri.json) for the predicate names")
-        return (*count_predicates_in_h5(args.vg_h5, args.vg_dict), str(args.vg_h5))
-    return None, None, "no *_statistics.cache in the run folders and neither --statistics nor --vg-h5 given"
+        return (*count_predicates_in_h5(args.vg_h5, args.vg_dict, args.num_val_images),
+                args.vg_h5, "training-split relations in the dataset h5")
+    catalog = opts_to_dict(plan.get("base_opts", [])).get("PATHS_CATALOG")
+    dataset = dataset_from_catalog(Path(plan.get("cwd", bench_dir)) / catalog) if catalog else None
+    if dataset is not None:
+        h5_path, dict_path, num_val = dataset
+        return (*count_predicates_in_h5(h5_path, dict_path, num_val), h5_path,
+                f"training-split relations in the dataset h5 (the first {num_val} training images are validation)")
+    for run_dir in run_dirs:
+        cache = find_statistics_cache(run_dir)
+        if cache is not None:
+            return (*read_predicate_statistics(cache), cache,
+                    "the host's statistics cache, built with filter_non_overlap=True (it drops images whose "
+                    "related boxes never overlap); pass --vg-h5 for the training annotations' own counts")
+    return None, None, None, "no dataset h5 (--vg-h5 or a synthetic PATHS_CATALOG) and no *_statistics.cache"
 
 
 # ---------------------------------------------------------------- building the report
@@ -229,7 +346,7 @@ def build_report(args):
     bench_dir = Path(args.bench_dir)
     if not bench_dir.is_dir():
         raise ReportError(f"{bench_dir} is not a folder (give the --out folder of sgg-plugins bench)")
-    variants, seeds, planned_baseline = load_plan(bench_dir, args.variants)
+    variants, seeds, planned_baseline, plan = load_plan(bench_dir, args.variants)
     baseline = args.baseline or planned_baseline
     if baseline is not None and baseline not in variants:
         raise ReportError(f"baseline {baseline!r} is not among the variants {', '.join(variants)}; pass --baseline")
@@ -244,16 +361,18 @@ def build_report(args):
         raise ReportError(f"runs were evaluated in different modes ({', '.join(sorted(modes))}); report them separately")
 
     order = [baseline] + [v for v in variants if v != baseline] if baseline else variants
-    names, counts, statistics_source = predicate_statistics(
-        args, [bench_dir / v / f"seed{s}" for v in order for s in seeds])
+    names, counts, statistics_path, statistics_how = predicate_statistics(
+        args, bench_dir, plan, [bench_dir / v / f"seed{s}" for v in order for s in seeds])
+    statistics_source = relative_to(statistics_path, bench_dir) if statistics_path else None
     num_predicates = len(done[0]["result"]["per_predicate_recall"].get(SPLIT_K, []))
     if counts is not None and len(counts) != num_predicates:
         raise ReportError(f"{statistics_source} has {len(counts)} predicates but the host's mR@{SPLIT_K} list has "
                           f"{num_predicates}: the statistics belong to another dataset")
-    groups, split_rule = None, f"not computed: {statistics_source}"
+    groups, split_rule = None, f"not computed: {statistics_how}"
     if counts is not None:
         if args.split_file:
-            groups, split_rule = read_split_file(args.split_file, names), f"groups from {args.split_file}"
+            groups = read_split_file(args.split_file, names)
+            split_rule = f"groups from {relative_to(args.split_file, bench_dir)}"
         elif args.head_above is not None or args.tail_below is not None:
             if args.head_above is None or args.tail_below is None:
                 raise ReportError("--head-above and --tail-below go together")
@@ -268,12 +387,15 @@ def build_report(args):
     if names is None:
         names = [f"predicate {i}" for i in range(1, num_predicates + 1)]
 
-    # Per-run numbers: the host's metrics plus the head/body/tail means of its per-predicate recall.
+    # Per-run numbers: the host's metrics, F@K, and the head/body/tail means of per-predicate recall.
     per_run = {}
     for key, run in runs.items():
         if run["status"] != "done":
             continue
         metrics = dict(run["result"]["metrics"])
+        for k in sorted({int(m.split("@")[1]) for m in metrics if m.startswith("R@")}):
+            if f"mR@{k}" in metrics:
+                metrics[f"F@{k}"] = f_at_k(metrics[f"R@{k}"], metrics[f"mR@{k}"])
         recall = run["result"]["per_predicate_recall"].get(SPLIT_K)
         if groups is not None and recall is not None:
             for group in GROUPS:
@@ -290,11 +412,14 @@ def build_report(args):
             mean, std, n = mean_std(by_seed.values())
             summary[variant][metric] = {"mean": mean, "std": std, "n": n, "by_seed": by_seed}
 
-    paired = {}
+    paired, noise_floor = {}, {}
     if baseline is not None:
         for variant in order[1:]:
-            paired[variant] = {m: paired_t_test(summary[variant][m]["by_seed"], summary[baseline][m]["by_seed"])
+            paired[variant] = {m: paired_test(summary[variant][m]["by_seed"], summary[baseline][m]["by_seed"])
                                for m in metric_names}
+        for metric in metric_names:
+            entry = summary[baseline][metric]
+            noise_floor[metric] = detectable_difference(entry["std"], entry["n"], alpha=args.alpha)
 
     predicates = []
     for i, name in enumerate(names):
@@ -307,21 +432,27 @@ def build_report(args):
                            "group": groups[i] if groups else None, f"R@{SPLIT_K}": recall})
 
     return {
-        "bench_dir": str(bench_dir.resolve()),
+        "bench_dir": ".",
+        "bench_name": bench_dir.resolve().name,
+        "command": relative_command(plan.get("command", []), bench_dir),
         "mode": modes.pop(),
         "test_set": done[0]["test_set"],
         "baseline": baseline,
         "variants": order,
         "seeds": seeds,
+        "paths": "relative to the bench folder",
         "std": "sample standard deviation (ddof=1) over seeds",
-        "test": "paired two-sided t-test over seeds, not corrected for multiple comparisons",
+        "test": ("scipy.stats.ttest_rel and scipy.stats.wilcoxon, two-sided, paired over seeds, not corrected "
+                 "for multiple comparisons; CI: t-based 95% interval of the mean paired difference"),
         "alpha": args.alpha,
-        "split": {"rule": split_rule, "statistics": statistics_source, "k": SPLIT_K},
+        "split": {"rule": split_rule, "statistics": statistics_source, "counts_from": statistics_how, "k": SPLIT_K},
         "metrics": metric_names,
-        "runs": [{"variant": v, "seed": s, "status": r["status"], "note": r["note"], "result_file": r["result_file"],
+        "runs": [{"variant": v, "seed": s, "status": r["status"], "note": r["note"], "flag": r["flag"],
+                  "result_file": r["result_file"], "seconds": r["seconds"], "schedule": r["schedule"],
                   "metrics": per_run.get((v, s))} for (v, s), r in runs.items()],
         "summary": summary,
         "paired": paired,
+        "noise_floor": noise_floor,
         "predicates": predicates,
         "losses": {v: {s: runs[(v, s)]["losses"] for s in seeds if runs[(v, s)]["losses"]} for v in order},
     }
@@ -351,8 +482,34 @@ def _table(header, rows):
     return lines
 
 
+def _signed(value):
+    return "–" if value is None else f"{100 * value:+.2f}"
+
+
+def _p(value, alpha):
+    return "n/a" if value is None else f"{value:.3g}" + (" *" if value < alpha else "")
+
+
+def _log_period(report):
+    """The iteration step between the host's loss log lines, from the recorded curves (or None)."""
+    steps = {b[0] - a[0] for by_seed in report["losses"].values() for curves in by_seed.values()
+             for points in curves.values() for a, b in zip(points, points[1:])}
+    return min(steps) if steps else None
+
+
+def _schedule_text(schedule):
+    if not schedule:
+        return "–", "–"
+    kind = schedule["type"] or "?"
+    if kind == "WarmupReduceLROnPlateau":
+        kind += f", {len(schedule['decays'])} LR decay(s)" + (
+            f" at {', '.join(map(str, schedule['decays']))}" if schedule["decays"] else "")
+    stopped = "–" if schedule["stopped_at"] is None else f"{schedule['stopped_at']} of {schedule['max_iter']} ({schedule['stop_reason']})"
+    return kind, stopped
+
+
 def write_markdown(report, path, plots):
-    summary, variants = report["summary"], report["variants"]
+    summary, variants, alpha = report["summary"], report["variants"], report["alpha"]
     available = [m for m in report["metrics"] if any(summary[v][m]["n"] for v in variants)]
     main = [m for m in available if m.split("@")[0] in TABLE_FAMILIES]
     main.sort(key=lambda m: TABLE_FAMILIES.index(m.split("@")[0]))
@@ -361,63 +518,102 @@ def write_markdown(report, path, plots):
 
     lines = [
         "# Benchmark report", "",
-        f"Bench `{report['bench_dir']}` · mode **{report['mode']}** · test set `{report['test_set']}` · "
-        f"seeds {', '.join(map(str, seeds))}", "",
+        f"Bench folder `{report['bench_name']}` (every path below is relative to it) · mode **{report['mode']}** · "
+        f"test set `{report['test_set']}` · seeds {', '.join(map(str, seeds))}", "",
         "Numbers are the host evaluator's own outputs (`inference/<test set>/result_dict.pytorch` of each run), "
         "in percent: mean ± sample standard deviation (ddof = 1) over the seeds whose run finished; *n* is that "
-        "number of seeds. R@K and zR@K are the means of the host's per-image recalls, as the host prints them. "
-        "– marks a metric the host did not produce.", "",
-        "## Results", "",
+        "number of seeds. R@K and zR@K are the means of the host's per-image recalls, as the host prints them; "
+        "F@K is the harmonic mean of R@K and mR@K, per run. – marks a metric the host did not produce.", "",
     ]
+    if report["command"]:
+        lines += ["Command:", "", "```", shlex.join(report["command"]), "```", ""]
+    lines += ["## Results", ""]
     rows = []
     for v in variants:
         row_n = max(summary[v][m]["n"] for m in main)
         rows.append([v, row_n] + [_cell(summary[v][m], row_n) for m in main])
     lines += _table(["Variant", "n"] + main, rows)
+
+    baseline = report["baseline"]
+    floor = report["noise_floor"]
+    if baseline and floor:
+        lines += ["", "## Noise floor", "",
+                  f"From the baseline's seed-to-seed standard deviation, assuming a variant's seeds scatter as "
+                  f"much and independently (sd of the paired difference = √2 · std): the smallest mean difference "
+                  f"a paired t-test over the baseline's n seeds finds at p < {alpha} (two-sided), and the true "
+                  f"difference it detects with 80 % power. The Wilcoxon signed-rank test cannot reach p below "
+                  f"2 / 2ⁿ (0.0625 for n = 5): with fewer than 6 seeds it is never significant at 0.05.", ""]
+        rows = []
+        for metric in [m for m in ("R@50", "mR@50", "F@50", "R@100", "mR@100", "F@100") if m in floor]:
+            entry = floor[metric]
+            rows.append([metric, entry["n"], _pct(entry["baseline_std"]), _pct(entry["significant"]),
+                         _pct(entry["at_power"]),
+                         "–" if entry["wilcoxon_min_p"] is None else f"{entry['wilcoxon_min_p']:.3g}"])
+        lines += _table(["Metric", "n", "baseline std", f"smallest Δ with p < {alpha}", "Δ at 80 % power",
+                         "min Wilcoxon p"], rows)
+
     lines += ["", f"## Head / body / tail mR@{SPLIT_K}", "", f"Split: {report['split']['rule']}.", ""]
     if split:
-        lines += [f"Training counts from `{report['split']['statistics']}`.", ""]
+        lines += [f"Training counts: {report['split']['counts_from']}, `{report['split']['statistics']}`.", ""]
         lines += _table(["Variant", "n"] + [m.split()[0] for m in split],
                         [[v, summary[v][split[0]]["n"]] + [_cell(summary[v][m]) for m in split] for v in variants])
         lines.append("")
         by_frequency = sorted(report["predicates"], key=lambda p: -p["train_count"])
         for group in GROUPS:
-            members = [p["name"] for p in by_frequency if p["group"] == group]
+            members = [f"{p['name']} ({p['train_count']})" for p in by_frequency if p["group"] == group]
             lines.append(f"- **{group}** ({len(members)}): {', '.join(members)}")
     if report["paired"]:
-        baseline = report["baseline"]
         lines += ["", f"## Against `{baseline}`", "",
-                  "Per-seed difference d_s = variant_s − baseline_s in percentage points, and a paired two-sided "
-                  "t-test: t = mean(d) / (sd(d) / √n), sd with ddof = 1, df = n − 1. p-values are not corrected "
-                  f"for multiple comparisons; * marks p < {report['alpha']}."]
+                  "Per-seed difference d_s = variant_s − baseline_s in percentage points; mean Δ with its t-based "
+                  "95 % confidence interval; p of the paired t-test (`scipy.stats.ttest_rel`) and of the Wilcoxon "
+                  "signed-rank test (`scipy.stats.wilcoxon`), both two-sided, not corrected for multiple "
+                  f"comparisons; * marks p < {alpha}."]
         for variant, tests in report["paired"].items():
             lines += ["", f"### {variant} − {baseline}", ""]
             rows = []
             for metric in main + split:
                 test = tests[metric]
                 diffs = dict(zip(test["seeds"], test["diffs"]))
-                p = test["p"]
+                interval = ("–" if test["ci_low"] is None else f"[{_signed(test['ci_low'])}, {_signed(test['ci_high'])}]")
                 rows.append([metric] + [_signed(diffs.get(s)) for s in seeds] + [
-                    _signed(test["mean_diff"]),
+                    _signed(test["mean_diff"]), interval,
                     "n/a" if test["t"] is None else f"{test['t']:.2f}",
-                    test["note"] or f"{p:.3g}" + (" *" if p < report["alpha"] else ""),
+                    test["note"] or _p(test["p"], alpha), _p(test["wilcoxon_p"], alpha),
                 ])
-            lines += _table(["Metric"] + [f"seed {s}" for s in seeds] + ["mean Δ", "t", "p"], rows)
-    lines += ["", "## Runs", ""]
-    lines += _table(["Variant", "Seed", "Status", "Note"],
-                    [[r["variant"], r["seed"], r["status"] if r["status"] == "done" else f"**{r['status']}**",
-                      r["note"] or r["result_file"]] for r in report["runs"]])
+            lines += _table(["Metric"] + [f"seed {s}" for s in seeds] + ["mean Δ", "95 % CI", "t", "p (t)",
+                                                                          "p (Wilcoxon)"], rows)
+    lines += ["", "## Runs", "",
+              "Schedule and stop from each run's `config.yml` and `log.txt`: with `WarmupReduceLROnPlateau` the host "
+              "lowers the LR when validation R@100 stops improving and stops after MAX_DECAY_STEP decays, so a "
+              "regularizer can change when a run stops. Times from `run.json`.", ""]
+    rows = []
+    for r in report["runs"]:
+        kind, stopped = _schedule_text(r["schedule"])
+        note = r["note"] or r["result_file"] or ""
+        if r["flag"]:
+            note = f"⚠ {r['flag']}; {note}"
+        seconds = r["seconds"] or {}
+        rows.append([r["variant"], r["seed"], r["status"] if r["status"] == "done" else f"**{r['status']}**",
+                     kind, stopped, "–" if seconds.get("train") is None else f"{seconds['train']:.0f}",
+                     "–" if seconds.get("test") is None else f"{seconds['test']:.0f}", note])
+    lines += _table(["Variant", "Seed", "Status", "Schedule", "Stopped at", "train s", "test s", "Note"], rows)
+    total = sum(v for r in report["runs"] for v in (r["seconds"] or {}).values() if v)
+    lines += ["", f"Total recorded run time: {total / 3600:.2f} h ({total:.0f} s)."]
     missing = [r for r in report["runs"] if r["status"] != "done"]
     if missing:
         lines += ["", f"{len(missing)} run(s) without results are left out of every mean and test above."]
+    flagged = [r for r in report["runs"] if r["flag"]]
+    if flagged:
+        lines += ["", f"⚠ {len(flagged)} run(s) are included but flagged: their evaluation may not be their own."]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{title}]({name})" for name, title in plots.items()]
+        period = _log_period(report)
+        if period is not None:
+            lines += ["", f"The loss curves have one point per {period} iterations: the host's training loop logs its "
+                          f"meters every {HOST_LOG_PERIOD} iterations (a literal in its relation_train_net.py), so "
+                          f"MAX_ITER sets how many points there are."]
     lines += ["", "Every number above, in the host's units (fractions), is in `report.csv` and `report.json`.", ""]
     Path(path).write_text("\n".join(lines))
-
-
-def _signed(value):
-    return "–" if value is None else f"{100 * value:+.2f}"
 
 
 def write_csv(report, path):
@@ -426,6 +622,11 @@ def write_csv(report, path):
     for run in report["runs"]:
         for metric, value in (run["metrics"] or {}).items():
             rows.append(["run", run["variant"], run["seed"], metric, "value", value])
+        schedule = run["schedule"] or {}
+        for key in ("type", "max_iter", "stopped_at", "stop_reason"):
+            rows.append(["schedule", run["variant"], run["seed"], key, "value", schedule.get(key)])
+        for stage, seconds in (run["seconds"] or {}).items():
+            rows.append(["time", run["variant"], run["seed"], stage, "seconds", seconds])
     for variant, metrics in report["summary"].items():
         for metric, entry in metrics.items():
             for statistic in ("mean", "std", "n"):
@@ -434,8 +635,12 @@ def write_csv(report, path):
         for metric, test in tests.items():
             for seed, diff in zip(test["seeds"], test["diffs"]):
                 rows.append(["paired", variant, seed, metric, "diff", diff])
-            for statistic in ("n", "mean_diff", "std_diff", "t", "df", "p"):
+            for statistic in ("n", "mean_diff", "std_diff", "ci_low", "ci_high", "t", "df", "p",
+                              "wilcoxon_statistic", "wilcoxon_p"):
                 rows.append(["paired", variant, "", metric, statistic, test[statistic]])
+    for metric, entry in report["noise_floor"].items():
+        for statistic in ("n", "baseline_std", "sd_diff", "significant", "at_power", "wilcoxon_min_p"):
+            rows.append(["noise_floor", report["baseline"], "", metric, statistic, entry[statistic]])
     for predicate in report["predicates"]:
         name = predicate["name"]
         rows.append(["predicate", "", "", name, "train_count", predicate["train_count"]])
@@ -454,6 +659,10 @@ def write_csv(report, path):
 
 
 def plot_per_predicate(report, path):
+    """Grouped bars: per predicate (most frequent first) one bar per variant, mean ± std over seeds.
+
+    Predicates are categories, so nothing joins them; dotted lines and labels mark head/body/tail.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -462,35 +671,41 @@ def plot_per_predicate(report, path):
     predicates = report["predicates"]
     has_counts = predicates[0]["train_count"] is not None
     order = sorted(range(len(predicates)), key=lambda i: (-(predicates[i]["train_count"] or 0), i))
+    variants = report["variants"]
+    bar_width = 0.8 / len(variants)
+    fig, (ax_count, ax) = plt.subplots(2, 1, figsize=(max(8.0, 0.22 * len(order) * (1 + len(variants))), 6.5),
+                                       sharex=True, gridspec_kw={"height_ratios": [1, 3]})
     x = list(range(len(order)))
-    width = max(8.0, 0.28 * len(order))
-    fig, (ax_count, ax) = plt.subplots(2, 1, figsize=(width, 6.5), sharex=True,
-                                       gridspec_kw={"height_ratios": [1, 3]})
     if has_counts:
-        ax_count.bar(x, [predicates[i]["train_count"] for i in order], color="0.6")
+        ax_count.bar(x, [predicates[i]["train_count"] for i in order], color="0.6", width=0.8)
         ax_count.set_yscale("log")
         ax_count.set_ylabel("train samples")
     else:
         ax_count.set_axis_off()
-    variants = report["variants"]
     for j, variant in enumerate(variants):
-        offset = (j - (len(variants) - 1) / 2) * 0.12
         entries = [predicates[i][f"R@{SPLIT_K}"][variant] for i in order]
-        ax.errorbar([xi + offset for xi in x], [100 * e["mean"] if e["mean"] is not None else float("nan") for e in entries],
-                    yerr=[100 * e["std"] if e["std"] is not None else 0 for e in entries],
-                    marker="o", markersize=3, linewidth=1, capsize=2,
-                    linestyle="--" if variant == report["baseline"] else "-", label=variant)
+        positions = [xi + (j - (len(variants) - 1) / 2) * bar_width for xi in x]
+        ax.bar(positions, [100 * e["mean"] if e["mean"] is not None else 0 for e in entries], width=bar_width,
+               yerr=[100 * e["std"] if e["std"] is not None else 0 for e in entries], capsize=1.5,
+               error_kw={"elinewidth": 0.7}, label=variant, hatch="//" if variant == report["baseline"] else None,
+               edgecolor="white", linewidth=0.3)
     groups = [predicates[i]["group"] for i in order]
-    for k in range(1, len(groups)):
-        if groups[k] != groups[k - 1]:
-            for axis in (ax, ax_count):
-                axis.axvline(k - 0.5, color="k", linewidth=0.8, linestyle=":")
+    if groups[0] is not None:
+        starts = [0] + [k for k in range(1, len(groups)) if groups[k] != groups[k - 1]] + [len(groups)]
+        for a, b in zip(starts, starts[1:]):
+            if a:
+                for axis in (ax, ax_count):
+                    axis.axvline(a - 0.5, color="k", linewidth=0.8, linestyle=":")
+            ax.text((a + b - 1) / 2, 1.01, groups[a], transform=ax.get_xaxis_transform(), ha="center",
+                    va="bottom", fontsize=9)
     ax.set_ylabel(f"R@{SPLIT_K} per predicate (%)")
+    ax.set_ylim(0, 105)
     ax.set_xticks(x)
     ax.set_xticklabels([predicates[i]["name"] for i in order], rotation=90, fontsize=8)
     ax.set_xlabel("predicates, most frequent in training first" if has_counts else "predicates (no training counts)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, ncol=len(variants), loc="upper right")
     ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
     fig.suptitle(f"{report['mode']}: per-predicate R@{SPLIT_K}, mean ± std over seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=PNG_DPI)
@@ -516,7 +731,7 @@ def plot_losses(report, path):
                 if name not in curves:
                     continue
                 iterations, values = zip(*curves[name])
-                # Markers: the host logs every 200 iterations, so a short run has a point or two.
+                # Markers: each is one of the host's log lines (every 200 iterations).
                 ax.plot(iterations, values, color=colors[j % len(colors)], linewidth=1, alpha=0.8,
                         marker="o", markersize=3, label=None if labelled else variant)
                 labelled = True
@@ -526,7 +741,9 @@ def plot_losses(report, path):
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(names):]:
         ax.set_axis_off()
-    fig.suptitle("training losses from the host's log.txt (windowed median), one line per seed")
+    period = _log_period(report)
+    fig.suptitle("training losses from the host's log.txt (windowed median), one line per seed"
+                 + (f"; a point every {period} iterations" if period else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=PNG_DPI)
     plt.close(fig)
@@ -542,8 +759,11 @@ def add_arguments(parser):
     parser.add_argument("--dataset", default=None, help="test set folder under inference/ when a run has several")
     parser.add_argument("--statistics", default=None,
                         help="the host's <train set>_statistics.cache (default: the first found in the run folders)")
-    parser.add_argument("--vg-h5", default=None, help="VG-SGG-with-attri.h5 to count training predicates when no cache exists")
+    parser.add_argument("--vg-h5", default=None, help="VG-SGG-with-attri.h5 to count the training split's predicates for head/body/tail")
     parser.add_argument("--vg-dict", default=None, help="VG-SGG-dicts-with-attri.json, with --vg-h5")
+    parser.add_argument("--num-val-images", type=int, default=HOST_NUM_VAL_IMAGES,
+                        help="with --vg-h5: training images the host holds out for validation "
+                             f"(its num_val_im; default {HOST_NUM_VAL_IMAGES})")
     parser.add_argument("--head-frac", type=float, default=1 / 3, help="share of predicate classes, most frequent first, in head (default: 1/3)")
     parser.add_argument("--tail-frac", type=float, default=1 / 3, help="share of predicate classes, least frequent first, in tail (default: 1/3)")
     parser.add_argument("--head-above", type=int, default=None, help="split by counts: head has more training samples than this")

@@ -9,6 +9,11 @@
 - ``log.txt``: the training log; every 200 iterations a line
   ``... iter: 400  loss: 0.81 (0.93)  loss_rel: 0.52 (0.61)  ...  time: ...  lr: ...`` where each
   meter reads ``name: windowed median (global average)``.
+- ``config.yml``: the merged config the training script saved (``SOLVER.SCHEDULE.TYPE``,
+  ``SOLVER.MAX_ITER``, ``SOLVER.VAL_PERIOD``); with ``WarmupReduceLROnPlateau`` the log has
+  ``Validation Result: 0.63`` after each validation (the mean per-image R@100 on the validation
+  split), ``Trigger Schedule Decay`` when the LR is lowered and ``Trigger MAX_DECAY_STEP at
+  iteration N.`` when training stops early.
 - ``<train dataset names>_statistics.cache``: ``get_dataset_statistics`` output with ``fg_matrix``
   (object x object x predicate counts on the training split; slot 0 holds background counts) and
   ``rel_classes`` (predicate names, background first).
@@ -30,6 +35,11 @@ MEAN_RECALL_METRICS = {"mR": "mean_recall", "ng-mR": "ng_mean_recall"}
 
 RESULT_FILE = "result_dict.pytorch"
 TRAIN_LOG = "log.txt"
+SAVED_CONFIG = "config.yml"
+# The host's relation_train_net.py logs its meters every 200 iterations (a literal in its loop).
+HOST_LOG_PERIOD = 200
+# The host's own catalog validates on the first 5000 training images.
+HOST_NUM_VAL_IMAGES = 5000
 STATISTICS_GLOB = "*_statistics.cache"
 
 
@@ -149,13 +159,14 @@ def read_predicate_statistics(cache_path):
     return names, counts
 
 
-def count_predicates_in_h5(h5_path, dict_path, num_val_im=5000):
+def count_predicates_in_h5(h5_path, dict_path, num_val_im=HOST_NUM_VAL_IMAGES):
     """Predicate names and training-set counts straight from the VG files, without a trained run.
 
     Follows the host's training split: images with ``split == 0`` that have boxes and relations,
-    minus the first ``num_val_im`` of them (the host's validation set). The host's statistics also
-    drop training images whose related boxes never overlap, so counts can differ slightly from
-    ``*_statistics.cache``; prefer the cache when a run has written one.
+    minus the first ``num_val_im`` of them (the host's validation set). These are the counts of
+    the training annotations; the host's ``*_statistics.cache`` is built with
+    ``filter_non_overlap=True`` and so leaves out images whose related boxes never overlap, which
+    changes the ranking of spatial predicates: the report prefers these counts.
     """
     import h5py
     import numpy as np
@@ -180,3 +191,102 @@ def count_predicates_in_h5(h5_path, dict_path, num_val_im=5000):
     in_train = np.cumsum(edges[:-1]) > 0
     counts = np.bincount(predicates[in_train], minlength=num_predicates)[1:]
     return names, [int(c) for c in counts]
+
+
+_VALIDATION = re.compile(r"Validation Result: (\S+)")
+_DECAY = re.compile(r"Trigger Schedule Decay")
+_EARLY_STOP = re.compile(r"Trigger MAX_DECAY_STEP at iteration (\d+)")
+
+
+def read_schedule(run_dir):
+    """Which LR schedule a run trained with and when it stopped, from ``config.yml`` and ``log.txt``.
+
+    Returns ``{"type", "max_iter", "val_period", "last_logged_iter", "stopped_at", "stop_reason",
+    "decays": [iteration, ...], "validations": [(iteration, value), ...]}``; what a file does not
+    hold is None. A validation or decay is attributed to the last ``iter: N`` line logged before it
+    (the host validates right after logging when VAL_PERIOD is a multiple of its log period).
+    """
+    run_dir = Path(run_dir)
+    schedule = {"type": None, "max_iter": None, "val_period": None, "last_logged_iter": None,
+                "stopped_at": None, "stop_reason": None, "decays": [], "validations": []}
+    config_path = run_dir / SAVED_CONFIG
+    if config_path.is_file():
+        import yaml
+
+        try:
+            solver = (yaml.safe_load(config_path.read_text()) or {}).get("SOLVER", {})
+        except yaml.YAMLError:
+            solver = {}
+        schedule.update(type=(solver.get("SCHEDULE") or {}).get("TYPE"), max_iter=solver.get("MAX_ITER"),
+                        val_period=solver.get("VAL_PERIOD"))
+    log_path = run_dir / TRAIN_LOG
+    if not log_path.is_file():
+        return schedule
+    iteration = None
+    for line in log_path.read_text(errors="replace").splitlines():
+        logged = _ITERATION.search(line)
+        if logged:
+            iteration = int(logged.group(1))
+            schedule["last_logged_iter"] = iteration
+            continue
+        validation = _VALIDATION.search(line)
+        if validation:
+            schedule["validations"].append((iteration, float(validation.group(1))))
+        elif _DECAY.search(line):
+            schedule["decays"].append(iteration)
+        else:
+            stop = _EARLY_STOP.search(line)
+            if stop:
+                schedule.update(stopped_at=int(stop.group(1)), stop_reason="MAX_DECAY_STEP (validation plateau)")
+    if schedule["stopped_at"] is None and schedule["last_logged_iter"] is not None:
+        schedule["stopped_at"] = schedule["last_logged_iter"]
+        if schedule["max_iter"] is not None and schedule["last_logged_iter"] >= schedule["max_iter"]:
+            schedule["stop_reason"] = "MAX_ITER"
+        else:
+            schedule["stop_reason"] = "unknown (log ends before MAX_ITER)"
+    return schedule
+
+
+def effective_opt(command, key):
+    """The value a host command line gives ``key`` (its last occurrence, as yacs merges), or None."""
+    values = [command[i + 1] for i in range(len(command) - 1) if command[i] == key]
+    return values[-1] if values else None
+
+
+def check_evaluation_freshness(result_path, record, cache_key="TEST.ALLOW_LOAD_FROM_CACHE"):
+    """``(verdict, note)`` on whether a run's evaluation is its own, from its ``run.json`` record.
+
+    ``"stale"``: the result file is older than the start of the run's last test stage (it was left
+    by an earlier run in the same folder); ``"flagged"``: nothing stopped the host from evaluating
+    cached predictions (its ``TEST.ALLOW_LOAD_FROM_CACHE`` defaults to True) or there is no record
+    to check against; ``"ok"`` otherwise.
+    """
+    test = (record or {}).get("stages", {}).get("test")
+    if not test:
+        return "flagged", "no run.json test record: not checked that this run wrote its evaluation"
+    started = test.get("started_unix")
+    written = Path(result_path).stat().st_mtime
+    if started is not None and written < started:
+        return "stale", (f"{Path(result_path).name} is older than this run's test ({written - started:+.0f} s): "
+                         f"left by an earlier run; rerun bench to test again")
+    if effective_opt(test.get("command", []), cache_key) != "False" and "cleared" not in test:
+        return "flagged", f"test ran without {cache_key} False: may have evaluated cached predictions"
+    return "ok", ""
+
+
+_NUM_VAL = re.compile(r"^NUM_VAL_IMAGES\s*=\s*(\d+)", re.MULTILINE)
+
+
+def dataset_from_catalog(catalog_path):
+    """``(h5, dict json, num_val_im)`` of a synthetic dataset's ``paths_catalog.py``, or None.
+
+    The catalog ``sgg-plugins make-synthetic-vg`` writes sits next to the dataset files and states
+    its validation size; any other catalog (the host's own) is not parsed.
+    """
+    catalog_path = Path(catalog_path)
+    folder = catalog_path.parent
+    h5_path, dict_path = folder / "VG-SGG-with-attri.h5", folder / "VG-SGG-dicts-with-attri.json"
+    if not (catalog_path.is_file() and h5_path.is_file() and dict_path.is_file()):
+        return None
+    num_val = _NUM_VAL.search(catalog_path.read_text(errors="replace"))
+    return h5_path, dict_path, int(num_val.group(1)) if num_val else HOST_NUM_VAL_IMAGES

@@ -16,6 +16,11 @@ The commands run in ``--cwd`` (default ``$SGB_ROOT``, else the current folder): 
 zero-shot triplets and relative config paths from there; when that folder is an SGB checkout and
 ``SGB_ROOT`` is unset, the runs get ``SGB_ROOT`` set to it so that the launcher finds the host.
 
+Every host command gets ``TEST.ALLOW_LOAD_FROM_CACHE False`` (the host's default is True: its
+``inference()`` then evaluates the predictions in an ``eval_results.pytorch`` left in the output
+folder instead of running the model), and the test stage first deletes the evaluation files a
+previous attempt left under ``inference/``, so a run only ever reports an evaluation it computed.
+
 The host has no seed option: the seed reaches the launcher as ``SGG_PLUGINS_SEED`` (the launcher
 seeds ``random``, numpy and torch from it before the host starts) and as ``PYTHONHASHSEED``.
 
@@ -58,6 +63,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 RECORDED_ENV_PREFIXES = ("SGG_", "SGB_", "CUDA", "CUBLAS", "NCCL_", "TORCH", "PYTHON", "OMP_", "MKL_",
                          "LD_LIBRARY_PATH", "PATH", "VIRTUAL_ENV", "CONDA_PREFIX", "WORLD_SIZE")
 LOG_TAIL_LINES = 40
+# The host's inference() re-evaluates a cached eval_results.pytorch when this is True (its default).
+CACHE_KEY = "TEST.ALLOW_LOAD_FROM_CACHE"
+NO_CACHE_OPTS = [CACHE_KEY, "False"]
+# What the host's evaluation writes into inference/<test set>/; removed before a test stage runs.
+EVALUATION_FILES = ("eval_results.pytorch", "result_dict.pytorch")
 _VARIANT_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
@@ -94,6 +104,34 @@ def plan_variants(builtin_names, custom_specs):
     if not variants:
         raise BenchError("no variant to run: give --variants and/or --variant")
     return variants
+
+
+def opts_to_dict(opts):
+    """``[KEY, VALUE, ...]`` -> ``{KEY: VALUE}``; a repeated key keeps its last value, as yacs merges."""
+    return dict(zip(opts[::2], opts[1::2]))
+
+
+def plan_differences(old, new):
+    """What changed between two run plans (or two bench.json files), one short phrase per key.
+
+    Opts are compared as settings (a later duplicate wins, order does not matter), so a refused
+    rerun names the keys that differ instead of printing both plans.
+    """
+    differences = []
+    for field in sorted(set(old) | set(new)):
+        before, after = old.get(field), new.get(field)
+        if field.endswith("opts") and isinstance(before, list) and isinstance(after, list):
+            before, after = opts_to_dict(before), opts_to_dict(after)
+            for key in sorted(set(before) | set(after)):
+                if key not in before:
+                    differences.append(f"{field}: added {key} {after[key]}")
+                elif key not in after:
+                    differences.append(f"{field}: removed {key} {before[key]}")
+                elif before[key] != after[key]:
+                    differences.append(f"{field}: {key} {before[key]} -> {after[key]}")
+        elif before != after:
+            differences.append(f"{field}: {before!r} -> {after!r}")
+    return differences
 
 
 def visible_gpus(gpus_arg):
@@ -182,7 +220,7 @@ class Run:
     def command(self, stage):
         script = self.bench.train_script if stage == "train" else self.bench.test_script
         extra = ["--skip-test"] if stage == "train" else []
-        opts = self.plan["base_opts"] + self.plan["variant_opts"] + ["OUTPUT_DIR", str(self.folder)]
+        opts = self.plan["base_opts"] + self.plan["variant_opts"] + NO_CACHE_OPTS + ["OUTPUT_DIR", str(self.folder)]
         return [self.bench.python, str(script), "--config-file", self.bench.config_file] + extra + opts
 
     def env(self, gpu):
@@ -216,10 +254,22 @@ class Run:
 
     def conflict(self, record):
         """Why an existing run folder cannot be resumed by this plan, or None."""
-        if record and record.get("plan") != self.plan:
-            return (f"{self.record_path} was made by another plan ({record.get('plan')}); "
+        if not record or "plan" not in record:
+            return None
+        differences = plan_differences(record["plan"], self.plan)
+        if differences:
+            return (f"{self.record_path} was made by another plan ({'; '.join(differences)}); "
                     f"give a new --out or delete {self.folder}")
         return None
+
+    def clear_evaluation(self):
+        """Delete evaluation files an earlier attempt left; return their paths relative to the run folder."""
+        cleared = []
+        for name in EVALUATION_FILES:
+            for path in sorted(self.folder.glob(f"inference/*/{name}")):
+                path.unlink()
+                cleared.append(str(path.relative_to(self.folder)))
+        return cleared
 
 
 class Bench:
@@ -248,6 +298,10 @@ class Bench:
             raise BenchError(f"base opts must be KEY VALUE pairs, got {self.base_opts}")
         if "OUTPUT_DIR" in self.base_opts[::2] or any("OUTPUT_DIR" in opts[::2] for opts in self.variants.values()):
             raise BenchError("do not pass OUTPUT_DIR: each run's OUTPUT_DIR is <out>/<variant>/seed<k>")
+        for opts in [self.base_opts] + list(self.variants.values()):
+            if opts_to_dict(opts).get(CACHE_KEY, "False") != "False":
+                raise BenchError(f"do not pass {CACHE_KEY} {opts_to_dict(opts)[CACHE_KEY]}: bench always runs with "
+                                 f"{CACHE_KEY} False so that no run evaluates predictions it did not make")
         if not self.cwd.is_dir():
             raise BenchError(f"--cwd {self.cwd} is not a folder")
         if not (self.cwd / self.config_file).is_file():
@@ -270,14 +324,19 @@ class Bench:
         """``<out>/bench.json``: what ``sgg-plugins report`` needs to know (variants, seeds, baseline)."""
         path = self.out / "bench.json"
         previous = json.loads(path.read_text()) if path.exists() else {}
-        for key, value in (("config_file", self.config_file), ("base_opts", self.base_opts)):
-            if key in previous and previous[key] != value:
-                raise BenchError(f"{path} was made with {key} = {previous[key]}, not {value}; "
+        base = {"config_file": self.config_file, "base_opts": self.base_opts}
+        if previous:
+            differences = plan_differences({key: previous.get(key) for key in base}, base)
+            if differences:
+                raise BenchError(f"{path} was made with another base command ({'; '.join(differences)}); "
                                  f"runs with another base command need a new --out")
         variants = dict(previous.get("variants", {}))
         for name, opts in self.variants.items():
-            if name in variants and variants[name] != opts:
-                raise BenchError(f"{path} defines variant {name!r} as {variants[name]}, not {opts}; use a new --out")
+            if name in variants:
+                differences = plan_differences({"variant_opts": variants[name]}, {"variant_opts": opts})
+                if differences:
+                    raise BenchError(f"{path} defines variant {name!r} otherwise ({'; '.join(differences)}); "
+                                     f"use a new --out")
             variants[name] = opts
         seeds = list(dict.fromkeys(previous.get("seeds", []) + self.seeds))
         self.out.mkdir(parents=True, exist_ok=True)
@@ -309,7 +368,11 @@ class Bench:
             "log": log_path.name,
             "status": "running",
             "started": _now(),
+            # Seconds since the epoch: the report refuses a result file older than this.
+            "started_unix": time.time(),
         }
+        if stage == "test":
+            entry["cleared"] = run.clear_evaluation()
         record["stages"][stage] = entry
         _write_json(run.record_path, record)
         start = time.monotonic()
