@@ -35,6 +35,7 @@ def test_two_cpu_processes_train_checkpoint_validate_and_test(synthetic_vg, tmp_
     assert "Using 2 GPUs" in log  # the host's words for two processes
     assert "sgg-plugins compat: distributed without a GPU" in log
     assert log.count("sgg-plugins compat: distributed without a GPU") == 1  # rank 0 reports, once
+    assert log.count("Start training") == 1  # rank 0's host logger only, even once OpenCLIP has logged
     for name in ("loss_rel", "loss_align", "loss_rcl", "loss_probe"):
         values = logged_losses(log, name)
         assert values and all(math.isfinite(v) for v in values), name

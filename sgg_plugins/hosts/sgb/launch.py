@@ -15,6 +15,7 @@ import runpy
 import sys
 
 from ...config import ConfigError
+from ...logs import keep_root_unconfigured
 from ...text.clip_text import CLIPUnavailableError
 from ..locate import HostNotFoundError
 from . import install
@@ -56,15 +57,16 @@ def split_launcher_args(argv):
     return values.get("--host-root"), local_rank, host_argv, not values.get("--without-plugin", False)
 
 
-def _show_plugin_messages():
-    """Print sgg-plugins' messages (shims applied, device fallback) next to the host's log, on rank 0."""
+def _set_up_logging():
+    """Print sgg-plugins' messages (shims applied, device fallback) next to the host's log, on rank 0,
+    and keep libraries from configuring the root logger, which would print the host's lines twice."""
     logger = logging.getLogger("sgg_plugins")
-    if logger.handlers or logging.getLogger().handlers:
-        return
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
+    if not (logger.handlers or logging.getLogger().handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
+    keep_root_unconfigured()
 
 
 def seed_everything_from_environment():
@@ -102,7 +104,7 @@ def run_host_script(name, argv):
             f"sgg-plugins launcher for the SGB host's tools/{name}.py: accepts --host-root PATH "
             "(else $SGB_ROOT, else the importable maskrcnn_benchmark); the host's own options follow.\n"
         )
-    _show_plugin_messages()
+    _set_up_logging()
     try:
         root = install(host_root, plugin=with_plugin)
     except HostNotFoundError as error:
