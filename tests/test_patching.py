@@ -80,7 +80,13 @@ def test_script_without_anchor_leaves_the_checkout_unchanged(fake_host, capsys):
 
 def test_not_a_host_is_a_clear_error(tmp_path, capsys):
     assert cli_main(["patch", "--check", str(tmp_path / "missing")]) == 2
-    assert "missing is not a directory" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"error: HOST {tmp_path / 'missing'} is not an SGB checkout: {tmp_path / 'missing'} is not a directory; give "
+        "the directory holding maskrcnn_benchmark/ and tools/, or omit HOST to use $SGB_ROOT\n")
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["patch", "--apply", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "--host-root" not in err and "is not an SGB checkout" in err  # the positional is what was given
 
 
 def test_shipped_patch_file_adds_exactly_the_patch_line():

@@ -14,7 +14,7 @@ endings are kept, and applying or reverting twice changes nothing. The same chan
 import sys
 from pathlib import Path
 
-from ..locate import HostNotFoundError, locate_host
+from ..locate import HostNotFoundError, host_problem, locate_host
 
 PATCH_LINE = "import sgg_plugins.hosts.sgb.autoinstall  # sgg-plugins"
 ANCHOR = "from maskrcnn_benchmark.utils.env import setup_environment"
@@ -106,9 +106,21 @@ def add_arguments(parser):
     )
 
 
+def _host_root(host):
+    """The checkout named by the HOST argument, else the one ``locate_host`` finds ($SGB_ROOT, importable)."""
+    if host is None:
+        return locate_host(None)
+    root = Path(host).expanduser().resolve()
+    problem = host_problem(root)
+    if problem:
+        raise PatchError(f"HOST {host} is not an SGB checkout: {problem}; give the directory holding "
+                         "maskrcnn_benchmark/ and tools/, or omit HOST to use $SGB_ROOT")
+    return root
+
+
 def run(args):
     try:
-        root = locate_host(args.host)
+        root = _host_root(args.host)
         if args.check:
             states = {name: "applied" if present else "not applied" for name, present in patch_state(root).items()}
         elif args.apply:
