@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from sgg_plugins import cli
-from sgg_plugins.data.synthetic_vg import BOX_SCALE, first_last_indices, write_synthetic_vg
+from sgg_plugins.data.synthetic_vg import BOX_SCALE, OBJECT_VOCABULARY, first_last_indices, write_synthetic_vg
 
 H5_DTYPES = {
     "split": (np.int32, 1), "img_to_first_box": (np.int32, 1), "img_to_last_box": (np.int32, 1),
@@ -263,3 +263,116 @@ def test_cli_writes_a_dataset_and_reports_errors(tmp_path, capsys):
     assert len(read(out)[2]) == 6
     assert cli.main(["make-synthetic-vg", out, "--num-images", "6"]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the bench preset
+
+BENCH_MARKERS = {"window": "home", "tree": "park", "car": "street"}
+
+
+@pytest.fixture(scope="module")
+def bench_dataset(tmp_path_factory):
+    """The bench preset at half its size and tiny images (scenes are drawn the same way; seconds)."""
+    out = str(tmp_path_factory.mktemp("benchvg"))
+    summary = write_synthetic_vg(out, preset="bench", num_images=2000, image_size=64, seed=0)
+    return out, summary
+
+
+def _relations_with_context(out):
+    """Per relation: (subject class, object class, predicate, the image's scene marker classes)."""
+    h5, dicts, _ = read(out)
+    names = {int(i): n for i, n in dicts["idx_to_label"].items()}
+    predicates = {int(i): n for i, n in dicts["idx_to_predicate"].items()}
+    labels = h5["labels"][:, 0]
+    rows = []
+    for first_box, last_box, first_rel, last_rel in zip(h5["img_to_first_box"], h5["img_to_last_box"],
+                                                        h5["img_to_first_rel"], h5["img_to_last_rel"]):
+        markers = {names[c] for c in labels[first_box:last_box + 1]} & set(BENCH_MARKERS)
+        for r in range(first_rel, last_rel + 1):
+            subject, obj = h5["relationships"][r]
+            rows.append((names[labels[subject]], names[labels[obj]], predicates[h5["predicates"][r, 0]], markers))
+    return rows
+
+
+def test_bench_preset_sizes_and_a_steep_long_tail(bench_dataset):
+    out, summary = bench_dataset
+    _, dicts, _ = read(out)
+    assert len(dicts["predicate_to_idx"]) == 21 and len(dicts["label_to_idx"]) == 20
+    with open(os.path.join(out, "stats.json")) as f:
+        stats = json.load(f)
+    train = stats["predicates"]["count"]["train"]
+    assert list(train) == sorted(train, key=train.get, reverse=True)  # most frequent first
+    counts = list(train.values())
+    assert min(counts) >= 10  # every predicate is learnable and testable
+    assert counts[0] / counts[-1] >= 50 and stats["predicates"]["most_over_least_train"] == counts[0] / counts[-1]
+    assert min(stats["predicates"]["count"]["test"].values()) >= 3
+    # The counts are the h5's: train + val + test = the dictionary's counts over all images.
+    for name, total in dicts["predicate_count"].items():
+        assert sum(stats["predicates"]["count"][part][name] for part in ("train", "val", "test")) == total
+    assert stats["images"] == {"train": summary["num_train"], "val": summary["num_val"], "test": summary["num_test"]}
+    assert stats["settings"]["preset"] == "bench"
+
+
+def test_bench_preset_near_synonyms_join_the_same_kinds_of_objects(bench_dataset):
+    """A rare near-synonym is drawn for the same (subject role, object role) pairs as its common
+    twin ('on top of' / 'on': a holdable on a support), so only statistics tell them apart."""
+    role = dict(OBJECT_VOCABULARY)
+    rows = _relations_with_context(bench_dataset[0])
+    pairs = {}
+    for subject, obj, predicate, _ in rows:
+        pairs.setdefault(predicate, set()).add((role[subject], role[obj]))
+    assert pairs["on top of"] == {("holdable", "support")}
+    for common, rare in (("on", "on top of"), ("next to", "beside"), ("above", "over"), ("has", "with"),
+                         ("near", "next to")):
+        assert pairs[rare] <= pairs[common], (common, rare)
+
+
+def test_bench_preset_predicates_that_only_context_decides(bench_dataset):
+    """For the same subject and object classes, the scene marker (another object in the image)
+    decides the predicate: knowing it makes the best guess right far more often."""
+    rows = _relations_with_context(bench_dataset[0])
+    assert all(len(markers) == 1 for *_, markers in rows)  # one scene marker per image
+    people = {"man", "woman"}
+    contextual = [r for r in rows if r[0] in people and r[2] in
+                  ("holding", "carrying", "throwing", "watching", "playing with", "walking")]
+    assert len(contextual) > 500
+
+    def best_guess_accuracy(key):
+        table = {}
+        for row in contextual:
+            table.setdefault(key(row), []).append(row[2])
+        return sum(max(values.count(p) for p in set(values)) for values in table.values()) / len(contextual)
+
+    by_pair = best_guess_accuracy(lambda r: (r[0], r[1]))
+    by_pair_and_scene = best_guess_accuracy(lambda r: (r[0], r[1], min(r[3])))
+    assert by_pair < 0.65 and by_pair_and_scene > 0.95
+    # e.g. a person and a dog: 'watching' at home, 'playing with' in the park, 'walking' in the street
+    dog = {}
+    for subject, obj, predicate, markers in rows:
+        if subject in people and obj == "dog" and predicate != "near":
+            dog.setdefault(BENCH_MARKERS[min(markers)], set()).add(predicate)
+    assert dog == {"home": {"watching"}, "park": {"playing with"}, "street": {"walking"}}
+
+
+def test_bench_preset_is_deterministic_and_checked(tmp_path):
+    write_synthetic_vg(str(tmp_path / "a"), preset="bench", num_images=30, image_size=64, seed=5)
+    write_synthetic_vg(str(tmp_path / "b"), preset="bench", num_images=30, image_size=64, seed=5)
+    for name in ("VG-SGG-with-attri.h5", "VG-SGG-dicts-with-attri.json", "stats.json", "VG_100K/1.jpg"):
+        with open(tmp_path / "a" / name, "rb") as a, open(tmp_path / "b" / name, "rb") as b:
+            assert a.read() == b.read(), name
+    with pytest.raises(ValueError, match="scene markers .* need at least 15 object classes"):
+        write_synthetic_vg(str(tmp_path / "c"), preset="bench", num_object_classes=10, num_images=30)
+    with pytest.raises(ValueError, match="num_predicates=13: choose between 1 and 12"):
+        write_synthetic_vg(str(tmp_path / "d"), num_predicates=13, num_images=30)
+    with pytest.raises(ValueError, match="preset='huge'"):
+        write_synthetic_vg(str(tmp_path / "e"), preset="huge")
+
+
+def test_cli_bench_preset_states_its_frequencies(tmp_path, capsys):
+    assert cli.main(["make-synthetic-vg", str(tmp_path / "d"), "--preset", "bench", "--num-images", "40",
+                     "--image-size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "training predicates most / least frequent:" in out or "some predicate has no training relation" in out
+    assert f"class and predicate counts per split: {tmp_path / 'd' / 'stats.json'}" in out
+    with open(tmp_path / "d" / "stats.json") as f:
+        assert json.load(f)["settings"]["num_images"] == 40

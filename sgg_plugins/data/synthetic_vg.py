@@ -18,7 +18,17 @@
   val,test}`` (the names of SGB's stock config) from this folder, with this dataset's validation
   size, to pass as ``PATHS_CATALOG``;
 * ``dataset.opts``: the config opts that depend on this dataset (``PATHS_CATALOG`` and the class
-  counts), one ``KEY VALUE`` per line, to append to the host's command line.
+  counts), one ``KEY VALUE`` per line, to append to the host's command line;
+* ``stats.json``: the object class and predicate counts of the train / val / test splits as the
+  host splits them (most frequent first), the most / least frequent training predicate ratio and
+  the settings the data was made with.
+
+Two presets (``--preset``): ``default``, 160 small scenes with 10 predicates for a run in minutes,
+and ``bench``, 4,000 images with all 21 predicates, a training tail as steep as Visual Genome's
+(most / least frequent about 80 at seed 0), rare near-synonyms ('beside', 'over', 'with') and a
+scene type per image (home, park, street, shown by one marker object) that decides some predicates
+between the same two classes in the same geometry ('holding' / 'carrying', 'watching' / 'playing
+with' / 'walking', 'throwing'), so that object context matters.
 
 Scenes are built from templates (an object on a support, a person wearing / holding things, two
 objects side by side, one object above another, one object partly hiding another), so predicates
@@ -64,12 +74,17 @@ MIN_OBJECT_CLASSES = 4
 PREDICATE_VOCABULARY = [
     "on", "has", "near", "wearing", "holding", "next to", "on top of", "above", "under",
     "behind", "in front of", "left of",
+    # Only the bench preset's scenes produce these (context-dependent and rare near-synonyms).
+    "carrying", "walking", "playing with", "watching", "sitting on", "throwing", "beside", "with", "over",
 ]
 PREDICATE_PARENT = {
     "has": "on", "near": "on", "wearing": "has", "holding": "has", "next to": "near",
     "on top of": "on", "above": "near", "under": "near", "behind": "near", "in front of": "near",
     "left of": "next to",
+    "carrying": "holding", "walking": "near", "playing with": "near", "watching": "near",
+    "sitting on": "on", "throwing": "holding", "beside": "next to", "with": "has", "over": "above",
 }
+DEFAULT_PREDICATES = 12  # the default scenes produce the first 12 predicates only
 
 SHAPES = ("rectangle", "ellipse", "triangle", "diamond", "hexagon", "trapezoid")
 TEXTURES = ("plain", "striped", "banded", "dotted", "checkered")
@@ -233,6 +248,117 @@ class _SceneBuilder:
             self.relate(front, back, "in front of")
 
 
+# ---------------------------------------------------------------- the bench preset's scenes
+#
+# Every bench image has a scene type, shown by one marker object at the back of the image: a
+# window (home), a tree (park) or a car (street); these three classes appear in no other role, so
+# the marker is the only cue to the scene. Some predicates between the same two classes with the
+# same geometry then depend on the scene: a person with a cup at their side is "holding" it at
+# home and "carrying" it in the street; a person beside an animal is "watching" it at home,
+# "playing with" it in the park and "walking" it in the street; a ball at a person's side in the
+# park is "throwing". Pairwise features (the two classes, their boxes and union) cannot tell these
+# apart; an object context that sees the marker can. That is what the issue asks the benchmark to
+# measure: "predicates whose correct choice depends on the other objects in the scene".
+
+SCENE_WEIGHTS = {"home": 0.45, "park": 0.30, "street": 0.25}
+SCENE_MARKERS = {"home": "window", "park": "tree", "street": "car"}
+BENCH_TEMPLATE_WEIGHTS = {"support": 0.27, "person": 0.30, "person_animal": 0.14, "pair": 0.14,
+                          "above": 0.08, "occlusion": 0.05, "sitting": 0.02}
+BENCH_OVERLAPPING_TEMPLATES = ("support", "person", "occlusion", "sitting")
+BENCH_SLOTS_PER_IMAGE = {1: 0.2, 2: 0.5, 3: 0.3}
+# The predicate a person-with-held-object or person-with-animal pair takes in each scene; the
+# rest of the time (CONTEXT_NOISE) an annotator wrote the generic one, as in Visual Genome.
+HELD_BY_SCENE = {"home": "holding", "park": "holding", "street": "carrying"}
+ANIMAL_BY_SCENE = {"home": "watching", "park": "playing with", "street": "walking"}
+CONTEXT_NOISE = 0.12
+
+
+class _BenchSceneBuilder(_SceneBuilder):
+    """The default templates plus scene context, animals with people, sitting, and rare synonyms."""
+
+    def __init__(self, rng, canvas, roles, scene):
+        # Backdrops are the scene's marker only, so every backdrop in an image names its scene.
+        roles = dict(roles, backdrop=[SCENE_MARKERS[scene]])
+        super().__init__(rng, canvas, roles)
+        self.scene = scene
+
+    def marker(self):
+        """The scene's marker at the back of the image, in the upper part; it takes no relation."""
+        W, H = self.canvas.x_max, self.canvas.y_max
+        mw, mh = W * self.uniform(0.18, 0.32), H * self.uniform(0.2, 0.32)
+        self.objects.append((SCENE_MARKERS[self.scene], self.canvas.box(self.uniform(0, W - mw), H * self.uniform(0.01, 0.08), mw, mh), -1))
+
+    def _held_predicate(self, name):
+        if self.rng.random() < CONTEXT_NOISE:
+            return "has"
+        if self.scene == "park" and name == "ball":
+            return "throwing"
+        return HELD_BY_SCENE[self.scene]
+
+    def person(self, x0, x1):
+        """The default person, with the held object's predicate set by the scene and a rare 'with'."""
+        first = len(self.relations)
+        super().person(x0, x1)
+        for k in range(first, len(self.relations)):
+            subject, obj, predicate = self.relations[k]
+            if predicate in ("holding", "has") and self.objects[obj][0] in self.roles.get("holdable", []):
+                self.relations[k] = (subject, obj, self._held_predicate(self.objects[obj][0]))
+            elif predicate == "has" and self.rng.random() < 0.1:
+                self.relations[k] = (subject, obj, "with")
+
+    def person_animal(self, x0, x1):
+        """A person and an animal side by side: 'watching' / 'playing with' / 'walking' by scene."""
+        sw, H = x1 - x0, self.canvas.y_max
+        pw, ph = sw * self.uniform(0.25, 0.38), H * self.uniform(0.5, 0.72)
+        px = x0 + self.uniform(0.02 * sw, 0.45 * sw)
+        person = self.add(["person"], self.canvas.box(px, H - ph - H * self.uniform(0.02, 0.08), pw, ph), 1)
+        aw, ah = sw * self.uniform(0.2, 0.32), H * self.uniform(0.15, 0.25)
+        animal = self.add(["animal"], self.canvas.box(px + pw + sw * self.uniform(-0.05, 0.08), H - ah - H * self.uniform(0.02, 0.06), aw, ah), 1)
+        predicate = "near" if self.rng.random() < CONTEXT_NOISE else ANIMAL_BY_SCENE[self.scene]
+        self.relate(person, animal, predicate)
+
+    def sitting(self, x0, x1):
+        """A person sitting on a chair or bench: the person's lower half overlaps the seat."""
+        sw, H = x1 - x0, self.canvas.y_max
+        seats = [name for name in self.roles.get("support", []) if name != "table"] or self.roles["support"]
+        cw, ch = sw * self.uniform(0.35, 0.6), H * self.uniform(0.2, 0.3)
+        cx, cy = x0 + self.uniform(0, sw - cw), H - ch - H * self.uniform(0.02, 0.08)
+        self.objects.append((seats[self.rng.integers(len(seats))], self.canvas.box(cx, cy, cw, ch), 0))
+        seat = len(self.objects) - 1
+        pw, ph = cw * self.uniform(0.5, 0.75), H * self.uniform(0.4, 0.55)
+        person = self.add(["person"], self.canvas.box(cx + (cw - pw) / 2, cy + ch * 0.5 - ph, pw, ph), 1)
+        self.relate(person, seat, "sitting on")
+
+    def pair(self, x0, x1):
+        """The default pair with a rare 'beside' among its near-synonyms."""
+        first = len(self.relations)
+        super().pair(x0, x1)
+        subject, obj, predicate = self.relations[first]
+        if predicate == "next to" and self.rng.random() < 0.2:
+            self.relations[first] = (subject, obj, "beside")
+
+    def above(self, x0, x1):
+        """The default 'above' with a rare 'over'."""
+        first = len(self.relations)
+        super().above(x0, x1)
+        subject, obj, predicate = self.relations[first]
+        if predicate == "above" and self.rng.random() < 0.2:
+            self.relations[first] = (subject, obj, "over")
+
+
+def _build_bench_scene(rng, width, height, roles):
+    canvas = _Canvas(width, height)
+    builder = _BenchSceneBuilder(rng, canvas, roles, _pick(rng, SCENE_WEIGHTS))
+    builder.marker()
+    num_slots = _pick(rng, BENCH_SLOTS_PER_IMAGE)
+    edges = np.linspace(0, canvas.x_max, num_slots + 1)
+    for slot in range(num_slots):
+        choices = BENCH_TEMPLATE_WEIGHTS if slot > 0 else {
+            k: v for k, v in BENCH_TEMPLATE_WEIGHTS.items() if k in BENCH_OVERLAPPING_TEMPLATES}
+        getattr(builder, _pick(rng, choices))(edges[slot], edges[slot + 1])
+    return builder.objects, builder.relations
+
+
 def _available_templates(roles):
     """Templates whose roles the chosen classes cover, with their weights."""
     needs = {
@@ -353,17 +479,37 @@ def _resolve_predicate(name, kept):
     return name
 
 
-def _check_arguments(num_images, num_object_classes, num_predicates, image_size, test_fraction, num_val_images):
+# Settings of each preset; an argument given explicitly overrides its preset's value.
+PRESETS = {
+    "default": {"num_images": 160, "num_object_classes": 15, "num_predicates": 10, "image_size": 320},
+    # Thousands of images, every predicate of the vocabulary (21, most / least frequent >= 50),
+    # scene context that decides some predicates. Counts: the stats.json written with the data.
+    "bench": {"num_images": 4000, "num_object_classes": len(OBJECT_VOCABULARY),
+              "num_predicates": len(PREDICATE_VOCABULARY), "image_size": 320},
+}
+
+
+def _check_arguments(preset, num_images, num_object_classes, num_predicates, image_size, test_fraction,
+                     num_val_images):
+    if preset not in PRESETS:
+        raise ValueError(f"preset={preset!r}: choose one of {', '.join(PRESETS)}")
+    if preset == "bench":
+        chosen = {name for name, _ in OBJECT_VOCABULARY[:num_object_classes]}
+        missing = [name for name in SCENE_MARKERS.values() if name not in chosen]
+        if missing:
+            raise ValueError(f"num_object_classes={num_object_classes}: the bench preset's scene markers "
+                             f"({', '.join(missing)}) need at least 15 object classes")
+    max_predicates = len(PREDICATE_VOCABULARY) if preset == "bench" else DEFAULT_PREDICATES
     if num_images < 3:
         raise ValueError(f"num_images={num_images}: need at least 3 (a train, a val and a test image)")
     if not MIN_OBJECT_CLASSES <= num_object_classes <= len(OBJECT_VOCABULARY):
         raise ValueError(
             f"num_object_classes={num_object_classes}: choose between {MIN_OBJECT_CLASSES} and "
             f"{len(OBJECT_VOCABULARY)} (the size of the synthetic object vocabulary)")
-    if not 1 <= num_predicates <= len(PREDICATE_VOCABULARY):
+    if not 1 <= num_predicates <= max_predicates:
         raise ValueError(
-            f"num_predicates={num_predicates}: choose between 1 and {len(PREDICATE_VOCABULARY)} "
-            f"(the size of the synthetic predicate vocabulary)")
+            f"num_predicates={num_predicates}: choose between 1 and {max_predicates} (the predicates "
+            f"the {preset} preset's scenes produce)")
     if not 64 <= image_size <= 2048:
         raise ValueError(f"image_size={image_size}: the longest image side must be between 64 and 2048 pixels")
     if not 0.0 < test_fraction < 1.0:
@@ -380,10 +526,13 @@ def _check_arguments(num_images, num_object_classes, num_predicates, image_size,
             f"train+val images")
 
 
-def write_synthetic_vg(out_dir, num_images=160, num_object_classes=15, num_predicates=10, seed=0,
-                       image_size=320, test_fraction=0.25, num_val_images=None, overwrite=False):
+def write_synthetic_vg(out_dir, num_images=None, num_object_classes=None, num_predicates=None, seed=0,
+                       image_size=None, test_fraction=0.25, num_val_images=None, overwrite=False, preset="default"):
     """Write a synthetic dataset in SGB's Visual Genome layout into ``out_dir``; return a summary dict.
 
+    preset: ``default`` (160 small scenes, 10 predicates) or ``bench`` (4,000 images, 21 predicates
+        with a steep tail, scene context that decides some predicates); the arguments below left
+        at None take the preset's value (``PRESETS``).
     num_images: all images (train + val + test).
     num_object_classes / num_predicates: the first classes / predicates of the vocabularies above.
     image_size: the longest side in pixels; the other side is 80-100% of it, landscape or portrait.
@@ -392,9 +541,18 @@ def write_synthetic_vg(out_dir, num_images=160, num_object_classes=15, num_predi
         (``num_val_im``); default 15% of train+val. It is written into ``paths_catalog.py``.
     overwrite: write into a non-empty ``out_dir`` (the dataset files are rewritten, others left alone).
     """
-    _check_arguments(num_images, num_object_classes, num_predicates, image_size, test_fraction, num_val_images)
+    settings = dict(PRESETS.get(preset, {}))
+    for key, value in (("num_images", num_images), ("num_object_classes", num_object_classes),
+                       ("num_predicates", num_predicates), ("image_size", image_size)):
+        if value is not None:
+            settings[key] = value
+    if preset in PRESETS:
+        num_images, num_object_classes = settings["num_images"], settings["num_object_classes"]
+        num_predicates, image_size = settings["num_predicates"], settings["image_size"]
+    _check_arguments(preset, num_images, num_object_classes, num_predicates, image_size, test_fraction, num_val_images)
     import h5py
 
+    build_scene = _build_bench_scene if preset == "bench" else _build_scene
     out_dir = os.path.abspath(out_dir)
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
         raise FileExistsError(
@@ -428,7 +586,7 @@ def write_synthetic_vg(out_dir, num_images=160, num_object_classes=15, num_predi
     for image_id in image_ids:
         long_side, short_side = image_size, int(round(image_size * rng.uniform(0.8, 1.0)))
         width, height = (long_side, short_side) if rng.random() < 0.6 else (short_side, long_side)
-        objects, relations = _build_scene(rng, width, height, roles)
+        objects, relations = build_scene(rng, width, height, roles)
         _render(rng, width, height, objects, class_index).save(
             os.path.join(image_dir, f"{image_id}.jpg"), quality=90)
 
@@ -494,11 +652,47 @@ def write_synthetic_vg(out_dir, num_images=160, num_object_classes=15, num_predi
     with open(os.path.join(out_dir, "dataset.opts"), "w") as f:
         f.writelines(f"{key} {value}\n" for key, value in opts.items())
 
+    stats = dataset_statistics(split, num_val, np.array(labels), np.array(predicates), boxes_per_image,
+                               relations_per_image, idx_to_label, idx_to_predicate)
+    stats["settings"] = {"preset": preset, "seed": seed, "num_images": num_images, "image_size": image_size,
+                         "num_object_classes": num_object_classes, "num_predicates": num_predicates,
+                         "test_fraction": test_fraction, "num_val_images": num_val}
+    with open(os.path.join(out_dir, "stats.json"), "w") as f:
+        json.dump(stats, f, indent=1)
+
     return {
         "out_dir": out_dir, "num_train": num_trainval - num_val, "num_val": num_val, "num_test": num_test,
         "num_boxes": len(labels), "num_relations": len(predicates),
-        "predicate_count": dicts["predicate_count"], "opts": opts,
+        "predicate_count": dicts["predicate_count"], "opts": opts, "stats": stats,
     }
+
+
+def dataset_statistics(split, num_val, labels, predicates, boxes_per_image, relations_per_image,
+                       idx_to_label, idx_to_predicate):
+    """Class and predicate counts per split as the host splits them, most frequent first.
+
+    The host's train split is the split-0 images with boxes and relations minus the first
+    ``num_val`` of them (its validation split); test is split 2.
+    """
+    image_of_box = np.repeat(np.arange(len(split)), boxes_per_image)
+    image_of_relation = np.repeat(np.arange(len(split)), relations_per_image)
+    trainval = np.flatnonzero((split == TRAIN_SPLIT) & (np.asarray(boxes_per_image) > 0)
+                              & (np.asarray(relations_per_image) > 0))
+    part_of_image = np.full(len(split), "", dtype=object)
+    part_of_image[trainval[num_val:]] = "train"
+    part_of_image[trainval[:num_val]] = "val"
+    part_of_image[split == TEST_SPLIT] = "test"
+    stats = {"images": {part: int((part_of_image == part).sum()) for part in ("train", "val", "test")}}
+    for what, values, image_of, names in (("predicates", predicates, image_of_relation, idx_to_predicate),
+                                          ("objects", labels, image_of_box, idx_to_label)):
+        counts = {}
+        for part in ("train", "val", "test"):
+            in_part = values[part_of_image[image_of] == part]
+            per_class = np.bincount(in_part, minlength=len(names) + 1)[1:]
+            counts[part] = {names[str(i + 1)]: int(c) for i, c in sorted(enumerate(per_class), key=lambda ic: -ic[1])}
+        train = list(counts["train"].values())
+        stats[what] = {"count": counts, "most_over_least_train": (train[0] / train[-1]) if train[-1] else None}
+    return stats
 
 
 # The catalog SGB's data builder executes (cfg.PATHS_CATALOG). It must be self-contained: the host
@@ -560,13 +754,17 @@ class ModelCatalog:
 
 def add_arguments(parser):
     parser.add_argument("out_dir", metavar="OUT", help="folder to write the dataset into")
-    parser.add_argument("--num-images", type=int, default=160, help="train + val + test images (default 160)")
-    parser.add_argument("--num-object-classes", type=int, default=15,
-                        help=f"object classes, {MIN_OBJECT_CLASSES}-{len(OBJECT_VOCABULARY)} (default 15)")
-    parser.add_argument("--num-predicates", type=int, default=10,
-                        help=f"predicate classes, 1-{len(PREDICATE_VOCABULARY)} (default 10)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                        help="default: 160 small scenes, 10 predicates; bench: 4,000 images, 21 long-tailed "
+                             "predicates, scene context deciding some of them (default: default)")
+    parser.add_argument("--num-images", type=int, default=None, help="train + val + test images (preset: 160 / 4000)")
+    parser.add_argument("--num-object-classes", type=int, default=None,
+                        help=f"object classes, {MIN_OBJECT_CLASSES}-{len(OBJECT_VOCABULARY)} (preset: 15 / 20)")
+    parser.add_argument("--num-predicates", type=int, default=None,
+                        help=f"predicate classes, 1-{DEFAULT_PREDICATES}, bench 1-{len(PREDICATE_VOCABULARY)} "
+                             f"(preset: 10 / {len(PREDICATE_VOCABULARY)})")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same bytes")
-    parser.add_argument("--image-size", type=int, default=320, help="longest image side in pixels (default 320)")
+    parser.add_argument("--image-size", type=int, default=None, help="longest image side in pixels (preset: 320)")
     parser.add_argument("--test-fraction", type=float, default=0.25, help="share of test images (default 0.25)")
     parser.add_argument("--num-val-images", type=int, default=None,
                         help="validation images taken from the training split (default 15%% of train+val)")
@@ -578,7 +776,8 @@ def run(args):
         summary = write_synthetic_vg(
             args.out_dir, num_images=args.num_images, num_object_classes=args.num_object_classes,
             num_predicates=args.num_predicates, seed=args.seed, image_size=args.image_size,
-            test_fraction=args.test_fraction, num_val_images=args.num_val_images, overwrite=args.overwrite)
+            test_fraction=args.test_fraction, num_val_images=args.num_val_images, overwrite=args.overwrite,
+            preset=args.preset)
     except (ValueError, FileExistsError) as error:
         print(f"sgg-plugins make-synthetic-vg: error: {error}", file=sys.stderr)
         return 2
@@ -586,5 +785,9 @@ def run(args):
           f"{summary['num_test']} test images; {summary['num_boxes']} boxes, {summary['num_relations']} relations")
     print("predicates: " + ", ".join(f"{name} {count}" for name, count in
                                      sorted(summary["predicate_count"].items(), key=lambda kv: -kv[1])))
+    ratio = summary["stats"]["predicates"]["most_over_least_train"]
+    print(f"training predicates most / least frequent: {ratio:.1f}" if ratio else
+          "training predicates: some predicate has no training relation")
+    print("class and predicate counts per split: " + os.path.join(summary["out_dir"], "stats.json"))
     print("add to the host's command line: $(cat " + os.path.join(summary["out_dir"], "dataset.opts") + ")")
     return 0
