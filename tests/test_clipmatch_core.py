@@ -253,3 +253,77 @@ def test_an_rcl_file_is_refused_clearly(tmp_path):
     torch.save({"format": 1, "objects": torch.zeros(2, 4)}, path)
     with pytest.raises(ValueError, match="RCL file"):
         CandidateTextBank.load(str(path))
+
+
+# ------------------------------------------------------------------------------------------------
+# Through the SGB adapter, on small predictors with the host's signatures (tests/fake_sgb.py).
+
+import fake_sgb as fake  # noqa: E402
+
+
+@pytest.fixture
+def clipmatch_statistics(monkeypatch):
+    """The host's dataset statistics (relations between classes 1-2, 1-3, 4-1 only) and a random bank."""
+    from sgg_plugins.hosts.sgb.objectives import clipmatch
+
+    fg_matrix = torch.zeros(fake.NUM_OBJ_CLASSES, fake.NUM_OBJ_CLASSES, fake.NUM_REL_CLASSES)
+    fg_matrix[1, 2, 1] = fg_matrix[1, 3, 2] = fg_matrix[4, 1, 3] = 5
+    fg_matrix[2, 2, 0] = 7  # background counts name no class pair
+    stats = {"fg_matrix": fg_matrix, "obj_classes": [f"o{i}" for i in range(fake.NUM_OBJ_CLASSES)],
+             "rel_classes": [f"r{i}" for i in range(fake.NUM_REL_CLASSES)]}
+    requested = {}
+
+    def bank(obj_classes, pred_classes, class_pairs, **kwargs):
+        requested.update(class_pairs=class_pairs, **kwargs)
+        g = torch.Generator().manual_seed(0)
+        texts = F.normalize(torch.randn(len(class_pairs), fake.NUM_REL_CLASSES - 1, 16, generator=g), dim=-1)
+        return CandidateTextBank(class_pairs, texts, F.normalize(torch.randn(16, generator=g), dim=0),
+                                 fake.NUM_OBJ_CLASSES - 1)
+
+    monkeypatch.setattr(clipmatch, "dataset_statistics", lambda config: stats)
+    monkeypatch.setattr(clipmatch, "load_or_compute_candidate_bank", bank)
+    return requested
+
+
+def build_fake(base, **opts):
+    from sgg_plugins.hosts.sgb.predictors import regularized_predictor_class
+
+    torch.manual_seed(0)
+    return regularized_predictor_class(base)(fake.make_cfg(base.__name__, **opts), fake.IN_CHANNELS).train()
+
+
+def test_bank_gets_the_ground_truth_class_pairs_and_the_config(clipmatch_statistics):
+    build_fake(fake.MotifPredictor, CLIPMATCH_ENABLED=True, CLIPMATCH_TEXT_EMBEDDINGS="/data/cand.pt",
+               CLIPMATCH_NULL_PROMPT="no relation", CLIPMATCH_CLIP_PRETRAINED="/ckpt/clip.bin")
+    assert sorted(map(tuple, clipmatch_statistics["class_pairs"].tolist())) == [(1, 2), (1, 3), (4, 1)]
+    assert clipmatch_statistics["cache_path"] == "/data/cand.pt"
+    assert clipmatch_statistics["null_prompt"] == "no relation"
+    assert clipmatch_statistics["pretrained"] == "/ckpt/clip.bin"
+
+
+@pytest.mark.parametrize("base", [fake.MotifPredictor, fake.VCTreePredictor, fake.TransformerPredictor,
+                                  fake.IMPPredictor])
+def test_clipmatch_trains_its_head_and_the_relation_representation(base, clipmatch_statistics):
+    model = build_fake(base, CLIPMATCH_ENABLED=True)
+    proposals, pairs, labels, binarys, roi, union = fake.make_batch()
+    # Foreground pairs get class pairs the bank holds.
+    for p in proposals:
+        p.fields["labels"] = torch.tensor([1, 2, 3, 4][:len(p)])
+    loss = model(proposals, pairs, labels, binarys, roi, union)[2]["loss_clipmatch"]
+    assert torch.isfinite(loss) and loss > 0
+    params = dict(model.named_parameters())
+    grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()), allow_unused=True)))
+    reached = {n for n, g in grads.items() if g is not None and g.abs().sum() > 0}
+    assert {n for n in params if n.startswith("sgg_plugins.clipmatch")} <= reached
+    assert any(n.startswith("context_layer") for n in reached)  # upstream of the relation representation
+    classifier = model.spec.relation_feature
+    assert not any(n.startswith(classifier + ".") for n in reached)  # the classifier reads it; we read its input
+
+
+def test_composes_with_align_and_probe_and_weight_scales(clipmatch_statistics):
+    batch = fake.make_batch()
+    others = dict(ALIGN_ENABLED=True, PROBE_ENABLED=True)
+    one = build_fake(fake.MotifPredictor, CLIPMATCH_ENABLED=True, **others)(*batch)[2]
+    quarter = build_fake(fake.MotifPredictor, CLIPMATCH_ENABLED=True, CLIPMATCH_WEIGHT=0.25, **others)(*batch)[2]
+    assert {"loss_clipmatch", "loss_align", "loss_probe"} <= set(one)
+    assert quarter["loss_clipmatch"].item() == pytest.approx(0.25 * one["loss_clipmatch"].item(), rel=1e-5)

@@ -5,6 +5,8 @@ host's loss dict (``base.SGBObjective``). The order is the order their losses ar
 """
 
 from .align import AlignObjective
+from .clipmatch import ClipMatchObjective
+from .mrc import MrcObjective
 from .probe import ProbeObjective
 from .rcl import RclObjective
 
@@ -12,4 +14,6 @@ OBJECTIVES = {
     "ALIGN": AlignObjective,
     "RCL": RclObjective,
     "PROBE": ProbeObjective,
+    "CLIPMATCH": ClipMatchObjective,
+    "MRC": MrcObjective,
 }

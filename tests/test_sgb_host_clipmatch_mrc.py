@@ -1,0 +1,230 @@
+"""MODEL.CLIPMATCH and MODEL.MRC on the real SGB host (needs SGB_ROOT).
+
+In this process, on the host's own predictors and object contexts (the small CPU overlay): MRC's
+masked-context representation of an object does not change when any other object's features
+change, the MRC gradient reaches exactly the object-context modules the pass runs and the MLP, and
+the extra pass leaves every buffer as the clean pass leaves it. Through the launcher: each
+objective trains every predictor in PredCls with its loss in the host's log, eval is bit-identical
+to the vanilla host, and all five objectives train together on Motifs SGCls.
+"""
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from conftest import assert_identical_predictions, host_predictions, logged_losses, needs_sgb, train_briefly
+from sgg_plugins.data.synthetic_vg import write_synthetic_vg
+from sgg_plugins.hosts.sgb.overlay import overlay_opts
+
+pytestmark = needs_sgb
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STOCK_CONFIG = "configs/e2e_relation_X_101_32_8_FPN_1x.yaml"
+PREDICTORS = ["MotifPredictor", "VCTreePredictor", "TransformerPredictor", "IMPPredictor"]
+MODES = {"predcls": (True, True), "sgcls": (True, False)}
+
+# The object-context modules the MRC pass runs, per predictor and mode: with the ROI features
+# detached, exactly their parameters (and the MLP's) may get MRC gradient.
+MRC_MODULES = {
+    # obj_embed1 -> (with pos_embed) obj_ctx_rnn -> lin_obj_h -> with obj_embed2: edge_ctx_rnn -> lin_edge_h.
+    # In SGCls the decoder only commits labels (no gradient path to edge_ctx).
+    "MotifPredictor": ("obj_embed1", "obj_embed2", "pos_embed", "obj_ctx_rnn", "lin_obj_h", "edge_ctx_rnn",
+                       "lin_edge_h"),
+    # The tree-building branch (box_embed, overlap_embed, obj_reduce, emb_reduce, vctree_score_net)
+    # only decides the forest, single nodes here.
+    "VCTreePredictor": ("obj_embed1", "obj_embed2", "pos_embed", "obj_ctx_rnn", "edge_ctx_rnn"),
+    "TransformerPredictor": ("obj_embed1", "obj_embed2", "bbox_embed", "lin_obj", "context_obj", "lin_edge",
+                             "context_edge"),
+    # Nodes without messages: the unary projection and the node GRU; the message weights and the
+    # edge side get nothing.
+    "IMPPredictor": ("obj_unary", "node_gru"),
+}
+# Transformer's SGCls decodes object labels with out_obj from the object encoder; they are only
+# committed labels (argmax) for the edge input, so out_obj gets no gradient either.
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    from sgg_plugins.hosts.sgb import install
+
+    root = install(os.environ["SGB_ROOT"])
+    data = str(tmp_path_factory.mktemp("mrc_data"))
+    write_synthetic_vg(data, num_images=24, image_size=128, seed=3, overwrite=True)
+    return root, data, tmp_path_factory.mktemp("mrc_out")
+
+
+def host_cfg(host, predictor, mode, *opts):
+    from maskrcnn_benchmark.config import cfg
+
+    root, data, out = host
+    with open(os.path.join(data, "dataset.opts")) as f:
+        dataset_opts = f.read().split()
+    gt_box, gt_label = MODES[mode]
+    cfg = cfg.clone()
+    cfg.merge_from_file(os.path.join(root, STOCK_CONFIG))
+    cfg.merge_from_list(overlay_opts(os.path.join(REPO, "configs", "sgb", "synthetic_cpu.opts")) + dataset_opts + [
+        "OUTPUT_DIR", str(out), "GLOVE_DIR", str(out / "glove"),
+        "MODEL.ROI_RELATION_HEAD.PREDICTOR", predictor,
+        "MODEL.ROI_RELATION_HEAD.USE_GT_BOX", gt_box, "MODEL.ROI_RELATION_HEAD.USE_GT_OBJECT_LABEL", gt_label,
+        "MODEL.MRC.ENABLED", True, *opts])
+    return cfg
+
+
+def build_predictor(cfg, seed=0):
+    """As the host's relation head builds it (the function the plug-in installs)."""
+    from maskrcnn_benchmark.modeling.roi_heads.relation_head import roi_relation_predictors
+
+    torch.manual_seed(seed)
+    predictor = roi_relation_predictors.make_roi_relation_predictor(cfg, cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM)
+    return predictor.train()
+
+
+def make_batch(cfg, num_objs=(5, 4), seed=0):
+    from maskrcnn_benchmark.structures.bounding_box import BoxList
+
+    g = torch.Generator().manual_seed(seed)
+    num_obj_cls = cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
+    num_rel_cls = cfg.MODEL.ROI_RELATION_HEAD.NUM_CLASSES
+    proposals, pairs, labels, binarys = [], [], [], []
+    for n in num_objs:
+        xy = torch.rand(n, 2, generator=g) * 80
+        wh = 10 + torch.rand(n, 2, generator=g) * 40
+        boxes = BoxList(torch.cat([xy, xy + wh], 1), (128, 128), mode="xyxy")
+        boxes.add_field("labels", torch.randint(1, num_obj_cls, (n,), generator=g))
+        boxes.add_field("predict_logits", torch.randn(n, num_obj_cls, generator=g))
+        proposals.append(boxes)
+        idx = torch.cartesian_prod(torch.arange(n), torch.arange(n))
+        idx = idx[idx[:, 0] != idx[:, 1]]
+        pairs.append(idx)
+        rel = torch.randint(0, num_rel_cls, (len(idx),), generator=g)
+        rel[::3] = 0
+        labels.append(rel)
+        binary = torch.zeros(n, n, dtype=torch.long)
+        binary[idx[:, 0], idx[:, 1]] = (rel > 0).long()
+        binarys.append(binary)
+    dim = cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM
+    roi = torch.randn(sum(num_objs), dim, generator=g, requires_grad=True)
+    union = torch.randn(sum(len(p) for p in pairs), dim, generator=g, requires_grad=True)
+    return proposals, pairs, labels, binarys, roi, union
+
+
+def masked_context_representations(predictor, batch):
+    """Run one training step; return (loss dict, what the MRC objective encoded for each object)."""
+    objective = predictor.sgg_plugins["mrc"]
+    found = []
+    original = objective.encode_alone
+    objective.encode_alone = lambda step: found.append(original(step)) or found[-1]
+    try:
+        losses = predictor(*batch)[2]
+    finally:
+        del objective.encode_alone
+    return losses, found[0]
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("predictor_name", PREDICTORS)
+def test_masked_context_ignores_other_objects_and_gradient_reaches_exactly_the_context(host, predictor_name, mode):
+    cfg = host_cfg(host, predictor_name, mode)
+    predictor = build_predictor(cfg)
+    batch = make_batch(cfg)
+    torch.manual_seed(1)  # the same dropout draws in the clean pass as the reference's below
+    losses, before = masked_context_representations(predictor, batch)
+    assert torch.isfinite(losses["loss_mrc"]) and losses["loss_mrc"] > 0
+
+    # The MRC pass left every buffer as the clean pass alone leaves it.
+    reference = build_predictor(host_cfg(host, predictor_name, mode, "MODEL.MRC.ENABLED", False))
+    torch.manual_seed(1)
+    reference(*make_batch(cfg))
+    buffers = dict(predictor.named_buffers())
+    for name, buffer in reference.named_buffers():
+        assert torch.equal(buffer, buffers[name]), name
+
+    # Gradient routing.
+    predictor.zero_grad(set_to_none=True)
+    losses["loss_mrc"].backward()
+    reached = {n for n, p in predictor.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    modules = tuple(f"context_layer.{m}." for m in MRC_MODULES[predictor_name]) + ("sgg_plugins.mrc.",)
+    assert all(n.startswith(modules) for n in reached), sorted(n for n in reached if not n.startswith(modules))
+    for module in modules:
+        assert any(n.startswith(module) for n in reached), f"{module} got no MRC gradient"
+    roi, union = batch[4], batch[5]
+    assert roi.grad is None and union.grad is None
+
+    # Isolation: change the features of objects 1 (first image) and 6 (second image).
+    changed = list(batch)
+    changed[4] = batch[4].detach().clone()
+    changed[4][[1, 6]] += torch.randn(2, changed[4].shape[1]) * 3
+    _, after = masked_context_representations(predictor, changed)
+    others = [i for i in range(len(before)) if i not in (1, 6)]
+    assert torch.equal(before[others], after[others])
+    assert not torch.allclose(before[[1, 6]], after[[1, 6]])
+
+
+# ------------------------------------------------------------------------------------------------
+# Through the launcher.
+
+open_clip = pytest.importorskip("open_clip")
+
+TINY_CLIP = {"embed_dim": 32,
+             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+             "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture(scope="module")
+def clipmatch(synthetic_vg, tmp_path_factory):
+    """Opts for MODEL.CLIPMATCH with candidate embeddings computed once by `sgg-plugins embed-candidates`
+    for the dataset's files, with a small OpenCLIP model whose random weights are a local checkpoint."""
+    import argparse
+
+    from sgg_plugins.text import candidates
+
+    folder = tmp_path_factory.mktemp("clip")
+    (folder / "sggp-host-tiny-clip-cm.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(folder / "sggp-host-tiny-clip-cm.json")
+    torch.manual_seed(0)
+    weights = folder / "random_clip.pt"
+    torch.save(open_clip.create_model("sggp-host-tiny-clip-cm", pretrained=None).state_dict(), weights)
+    out = folder / "candidates.pt"
+    parser = argparse.ArgumentParser()
+    candidates.add_arguments(parser)
+    args = parser.parse_args(["--dict-file", str(synthetic_vg / "VG-SGG-dicts-with-attri.json"),
+                              "--roidb-file", str(synthetic_vg / "VG-SGG-with-attri.h5"),
+                              "--clip-model", "sggp-host-tiny-clip-cm", "--clip-pretrained", str(weights),
+                              "--out", str(out), "--device", "cpu"])
+    assert candidates.run(args) == 0
+    return ["MODEL.CLIPMATCH.ENABLED", "True", "MODEL.CLIPMATCH.TEXT_EMBEDDINGS", str(out),
+            "MODEL.CLIPMATCH.CLIP_MODEL", "sggp-host-tiny-clip-cm", "MODEL.CLIPMATCH.CLIP_PRETRAINED", str(weights)]
+
+
+MRC = ["MODEL.MRC.ENABLED", "True"]
+
+
+def assert_finite_losses(log, *names):
+    for name in names:
+        values = logged_losses(log, name)
+        assert values and all(math.isfinite(v) for v in values), f"{name} not logged finite:\n{log[-3000:]}"
+
+
+@pytest.mark.parametrize("predictor", PREDICTORS)
+def test_clipmatch_and_mrc_train_and_leave_eval_unchanged(synthetic_vg, tmp_path, clipmatch, predictor):
+    opts = [*clipmatch, *MRC]
+    out, log = train_briefly(synthetic_vg, tmp_path, predictor, opts=opts)
+    assert_finite_losses(log, "loss_clipmatch", "loss_mrc")
+    assert "candidate text embeddings loaded from" in log  # no CLIP computation at training time
+    weight = out / "model_final.pth"
+    with_plugin, _ = host_predictions(synthetic_vg, tmp_path, predictor, weight, "eval_plugin", opts)
+    vanilla, _ = host_predictions(synthetic_vg, tmp_path, predictor, weight, "eval_vanilla",
+                                  launcher_args=["--without-plugin"])
+    assert_identical_predictions(with_plugin, vanilla)
+
+
+def test_all_five_objectives_on_motifs_sgcls(synthetic_vg, tmp_path, clipmatch):
+    rcl = ["MODEL.RCL.ENABLED", "True", "MODEL.RCL.SAMPLING_EMBEDDINGS", "clip",
+           "MODEL.RCL.TEXT_EMBEDDINGS", str(tmp_path / "rcl.pt"),
+           "MODEL.RCL.CLIP_MODEL", clipmatch[5], "MODEL.RCL.CLIP_PRETRAINED", clipmatch[7]]
+    opts = ["MODEL.ALIGN.ENABLED", "True", "MODEL.PROBE.ENABLED", "True", *rcl, *clipmatch, *MRC]
+    _, log = train_briefly(synthetic_vg, tmp_path, "MotifPredictor", "sgcls", opts)
+    assert_finite_losses(log, "loss_align", "loss_rcl", "loss_probe", "loss_clipmatch", "loss_mrc")
