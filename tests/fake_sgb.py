@@ -21,8 +21,9 @@ POOLING = 10
 
 
 class FakeBoxList:
-    def __init__(self, labels):
+    def __init__(self, labels, bbox=None, size=(100, 80)):
         self.fields = {"labels": labels}
+        self.bbox, self.size = bbox, size  # xyxy boxes and (width, height), as SGB's BoxList
 
     def get_field(self, name):
         return self.fields[name]
@@ -37,6 +38,8 @@ def make_cfg(predictor="MotifPredictor", **plugin_opts):
     cfg.MODEL.ROI_RELATION_HEAD = CfgNode()
     cfg.MODEL.ROI_RELATION_HEAD.PREDICTOR = predictor
     cfg.MODEL.ROI_RELATION_HEAD.CONTEXT_HIDDEN_DIM = HIDDEN
+    cfg.MODEL.ROI_RELATION_HEAD.EMBED_DIM = 200  # the host's default GloVe width
+    cfg.GLOVE_DIR = "."  # the host's default
     cfg.MODEL.ROI_BOX_HEAD = CfgNode()
     cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM = POOLING  # the union feature's width
     add_sgg_plugins_config(cfg)
@@ -275,7 +278,9 @@ def make_batch(seed=0, num_objs=(4, 3)):
     g = torch.Generator().manual_seed(seed)
     proposals, pairs, labels = [], [], []
     for n in num_objs:
-        proposals.append(FakeBoxList(torch.randint(1, NUM_OBJ_CLASSES, (n,), generator=g)))
+        corner = torch.rand(n, 2, generator=g) * 50
+        boxes = torch.cat([corner, corner + 10 + torch.rand(n, 2, generator=g) * 20], 1)
+        proposals.append(FakeBoxList(torch.randint(1, NUM_OBJ_CLASSES, (n,), generator=g), boxes))
         idx = torch.tensor([(i, j) for i in range(n) for j in range(n) if i != j])
         pairs.append(idx)
         rel = torch.randint(1, NUM_REL_CLASSES, (len(idx),), generator=g)

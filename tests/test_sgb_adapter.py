@@ -5,6 +5,7 @@ import torch
 
 import fake_sgb as fake
 from sgg_plugins.hosts.sgb.predictors import regularized_predictor_class
+from sgg_plugins.text.glove import WordVectorPhrases
 
 
 def build(base, seed=0, **opts):
@@ -242,7 +243,13 @@ def rcl_statistics(monkeypatch):
         requested.update(triplets=triplets, **kwargs)
         return random_bank(triplets)
 
-    monkeypatch.setattr(rcl, "dataset_statistics", lambda config: stats)
+    # The triplets of the training dataset file (here every one fg_matrix allows), and word vectors
+    # standing in for GloVe (every word missing: fixed random vectors).
+    triplets = torch.nonzero(fg_matrix[:, :, 1:] > 0)[:, [0, 2, 1]] + torch.tensor([0, 1, 0])
+    monkeypatch.setattr(rcl, "training_text_sources",
+                        lambda config: (stats["obj_classes"], stats["rel_classes"], triplets))
+    monkeypatch.setattr(rcl, "glove_phrases",
+                        lambda obj, pred, glove_dir, dim: WordVectorPhrases.from_classes(obj, pred, {}, dim))
     monkeypatch.setattr(rcl, "load_or_compute_bank", bank)
     return requested
 

@@ -35,7 +35,8 @@ def embeddings(synthetic_vg, tmp_path_factory):
                      "--roidb-file", str(synthetic_vg / "VG-SGG-with-attri.h5"),
                      "--clip-model", "sggp-host-tiny-clip", "--clip-pretrained", str(weights),
                      "--out", str(out)]) == 0
-    opts = ["MODEL.RCL.ENABLED", "True", "MODEL.RCL.TEXT_EMBEDDINGS", str(out),
+    # CLIP phrases rank the negatives: the synthetic runs' GLOVE_DIR holds no GloVe file.
+    opts = ["MODEL.RCL.ENABLED", "True", "MODEL.RCL.SAMPLING_EMBEDDINGS", "clip", "MODEL.RCL.TEXT_EMBEDDINGS", str(out),
             "MODEL.RCL.CLIP_MODEL", "sggp-host-tiny-clip", "MODEL.RCL.CLIP_PRETRAINED", str(weights)]
     return opts
 

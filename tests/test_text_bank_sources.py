@@ -94,14 +94,26 @@ def test_roidb_with_a_relation_past_the_boxes_fails_in_one_line(tmp_path):
 # ---------------------------------------------------------------- MODEL.RCL.TEXT_EMBEDDINGS errors
 
 
-def test_missing_text_embeddings_file_names_the_file_and_the_way_out(tmp_path):
+def test_missing_text_embeddings_file_names_the_file_and_the_way_out(tmp_path, monkeypatch):
     path = str(tmp_path / "missing.pt")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_hub"))
+
+    def no_clip(*args, **kwargs):  # what compute_bank meets offline, without loading OpenCLIP
+        raise clip_text.CLIPUnavailableError(clip_text._offline_message("ViT-B-32", "openai", "HF_HUB_OFFLINE is set"))
+
+    monkeypatch.setattr(clip_text, "compute_bank", no_clip)
     with pytest.raises(FileNotFoundError) as error:
-        load_or_compute_bank(OBJ, PRED, torch.tensor(TRAIN_TRIPLETS), cache_path=path, require_file=True)
+        load_or_compute_bank(OBJ, PRED, torch.tensor(TRAIN_TRIPLETS), cache_path=path, user_file=True)
     message = str(error.value)
-    assert "\n" not in message and message.startswith(f"MODEL.RCL.TEXT_EMBEDDINGS: no file {path}")
-    assert "sgg-plugins embed" in message and f"--out {path}" in message and "TEXT_EMBEDDINGS ''" in message
-    assert "CLIP weights" not in message and "offline" not in message
+    assert "\n" not in message and message.startswith(f"MODEL.RCL.TEXT_EMBEDDINGS: no file {path}, and it cannot "
+                                                       f"be computed here (CLIP weights 'openai' for ViT-B-32 are "
+                                                       f"not in the local cache")
+    assert "sgg-plugins embed" in message and f"--out {path}" in message and "correct the path" in message
+    # Where CLIP can run, the named file is computed and written, as before.
+    monkeypatch.setattr(clip_text, "compute_bank", fake_compute_bank)
+    load_or_compute_bank(OBJ, PRED, torch.tensor(TRAIN_TRIPLETS), cache_path=path, user_file=True)
+    assert TextEmbeddingBank.load(path).triplet_keys.numel() == 5
 
 
 def test_corrupt_text_embeddings_file_never_advises_weights_only_false(tmp_path):
@@ -110,7 +122,7 @@ def test_corrupt_text_embeddings_file_never_advises_weights_only_false(tmp_path)
     good.save(str(path))
     path.write_bytes(path.read_bytes()[:200])  # truncated
     with pytest.raises(ValueError) as error:
-        load_or_compute_bank(OBJ, PRED, torch.tensor(TRAIN_TRIPLETS), cache_path=str(path), require_file=True)
+        load_or_compute_bank(OBJ, PRED, torch.tensor(TRAIN_TRIPLETS), cache_path=str(path), user_file=True)
     message = str(error.value)
     assert "\n" not in message and "not a readable text embedding file" in message and str(path) in message
     assert "weights_only" not in message and f"--out {path}" in message
@@ -126,7 +138,7 @@ def test_text_embeddings_made_for_other_settings_list_stored_and_requested_value
     monkeypatch.setattr(clip_text, "compute_bank", lambda *a, **k: pytest.fail("a user's file is never recomputed"))
     with pytest.raises(ValueError) as error:
         load_or_compute_bank(OBJ[:-1] + ["bush"], PRED, triplets, model="ViT-B-32", pretrained="openai",
-                             cache_path=path, require_file=True)
+                             cache_path=path, user_file=True)
     message = str(error.value)
     assert "\n" not in message and message.startswith(f"MODEL.RCL.TEXT_EMBEDDINGS {path} was made for other settings")
     assert "clip_model: stored 'RN50', requested 'ViT-B-32'" in message
@@ -142,6 +154,6 @@ def test_text_embeddings_lacking_training_triplets_say_how_many(tmp_path, monkey
     monkeypatch.setattr(clip_text, "compute_bank", fake_compute_bank)
     load_or_compute_bank(OBJ, PRED, triplets[:2], cache_path=path)  # e.g. made from the frequency statistics
     with pytest.raises(ValueError, match=r"triplets: the file lacks 3 of the 5 training triplets requested"):
-        load_or_compute_bank(OBJ, PRED, triplets, cache_path=path, require_file=True)
+        load_or_compute_bank(OBJ, PRED, triplets, cache_path=path, user_file=True)
     # The same file serves when it covers the request.
-    assert load_or_compute_bank(OBJ, PRED, triplets[:1], cache_path=path, require_file=True).triplet_keys.numel() == 2
+    assert load_or_compute_bank(OBJ, PRED, triplets[:1], cache_path=path, user_file=True).triplet_keys.numel() == 2

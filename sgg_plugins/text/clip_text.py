@@ -322,7 +322,7 @@ def _describe_difference(part, stored, requested):
 
 def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", pretrained="openai",
                          prompt=DEFAULT_PROMPT, object_prompt=DEFAULT_OBJECT_PROMPT, cache_dir=None,
-                         cache_path=None, device="cpu", batch_size=256, require_file=False):
+                         cache_path=None, device="cpu", batch_size=256, user_file=False):
     """The text embedding bank for these classes and triplets, from the cache when it is current.
 
     Args:
@@ -334,9 +334,10 @@ def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", 
         cache_path: the file to use (``MODEL.RCL.TEXT_EMBEDDINGS``); or ``cache_dir``: a folder where
             the file is named by the key's digest (default ``~/.cache/sgg_plugins/text_embeddings``).
         device: where CLIP runs when the embeddings must be computed, and where the bank is returned.
-        require_file: ``cache_path`` is the user's file (``MODEL.RCL.TEXT_EMBEDDINGS``): it must
-            exist and match; a missing or mismatched file is an error naming it, the stored and the
-            requested values, and the way out, never silently recomputed or overwritten.
+        user_file: ``cache_path`` is the user's file (``MODEL.RCL.TEXT_EMBEDDINGS``). A file made
+            for other settings is an error naming it, the stored and the requested values and the
+            way out (never recomputed over the user's file); a missing one is computed and written
+            there when CLIP can run, else an error naming the file and the ways out.
 
     The file is reused only when it was made with the same model, weights (tag, or a local
     checkpoint's content hash), templates and class lists, and holds every requested triplet (a
@@ -359,10 +360,6 @@ def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", 
 
     remake = (f"make it with `sgg-plugins embed --dict-file VG-SGG-dicts.json --roidb-file VG-SGG.h5 "
               f"--clip-model {model} --clip-pretrained {pretrained} --out {cache_path}`")
-    if require_file and not os.path.isfile(cache_path):
-        raise FileNotFoundError(f"MODEL.RCL.TEXT_EMBEDDINGS: no file {cache_path}; {remake} (the training "
-                                f"dataset's files), or set MODEL.RCL.TEXT_EMBEDDINGS '' to compute and cache them "
-                                f"with MODEL.RCL.CLIP_MODEL / CLIP_PRETRAINED.")
     stale_reason = ""
     if os.path.isfile(cache_path):
         bank = TextEmbeddingBank.load(cache_path, device=device)
@@ -372,7 +369,7 @@ def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", 
         if not changed and not uncovered:
             logger.info("text embeddings loaded from %s", cache_path)
             return bank
-        if require_file:
+        if user_file:
             differences = [_describe_difference(part, stored.get(part), key[part]) for part in changed]
             if uncovered:
                 differences.append(f"triplets: the file lacks {uncovered} of the {len(triplet_keys)} training "
@@ -387,6 +384,10 @@ def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", 
         bank = compute_bank(obj_classes, pred_classes, triplet_labels, model, pretrained, prompt, object_prompt,
                             device=device, batch_size=batch_size)
     except CLIPUnavailableError as error:
+        if user_file:
+            raise FileNotFoundError(f"MODEL.RCL.TEXT_EMBEDDINGS: no file {cache_path}, and it cannot be computed "
+                                    f"here ({str(error).split('. ')[0]}): {remake} on a machine with the CLIP weights (the "
+                                    f"training dataset's files), or correct the path.") from None
         if stale_reason:
             raise CLIPUnavailableError(f"{stale_reason}, and recomputing needs CLIP: {error}") from None
         raise
@@ -684,7 +685,7 @@ def text_bank_from_roidb(roidb_file, obj_classes, pred_classes, **bank_options):
 
     ``obj_classes`` / ``pred_classes``: the host's class lists, background at 0 (its dataset's
     ``ind_to_classes`` / ``ind_to_predicates``). ``bank_options``: those of :func:`load_or_compute_bank`
-    (model, pretrained, prompt, object_prompt, cache_path, require_file, device).
+    (model, pretrained, prompt, object_prompt, cache_path, user_file, device).
     """
     return load_or_compute_bank(obj_classes, pred_classes, read_vg_training_triplets(roidb_file), **bank_options)
 

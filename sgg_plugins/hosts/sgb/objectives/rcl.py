@@ -3,20 +3,60 @@
 The visual side is the input of the host's relation classifier (the relation representation) and
 the per-object representations of the pair, read from the clean pass; the text side is a bank of
 frozen CLIP text embeddings computed once when the model is built (CLIP never runs in a step).
+
+The bank holds every triplet of the training split as the dataset file holds it (SGB's VG-SGG.h5
+from ``PATHS_CATALOG`` for ``DATASETS.TRAIN``), not the host's frequency statistics, which drop the
+relations between non-overlapping boxes (whole predicates on small datasets). The negatives of
+Eq. 7 are ranked by GloVe phrase vectors from the host's ``GLOVE_DIR`` (SAMPLING_EMBEDDINGS glove,
+the paper's) or by the CLIP phrase embeddings (clip). The mean number of negatives kept per query
+is logged every host logging period, outside the loss dict.
 """
+
+import logging
 
 import torch
 
 from ....regularizers.rcl import RelationalContrastiveLoss
-from ....text.clip_text import load_or_compute_bank
+from ....text.clip_text import load_or_compute_bank, read_vg_classes, read_vg_training_triplets
+from ....text.glove import glove_phrases
 from ...hooks import Tap, resolve
 from .base import SGBObjective, require
 
+logger = logging.getLogger(__name__)
+
+# relation_train_net.py prints its meters every 200 iterations (a literal there); the kept-negative
+# statistic is logged at the same period, averaged over it, and at the first step.
+LOG_PERIOD = 200
+# Below this share of the other relations kept as negatives, RCL has (almost) nothing to contrast.
+FEW_NEGATIVES_SHARE = 0.05
+
 
 def dataset_statistics(config):
+    """The host's frequency statistics (cached by the host in OUTPUT_DIR); MODEL.CLIPMATCH reads them."""
     from maskrcnn_benchmark.data import get_dataset_statistics
 
-    return get_dataset_statistics(config)  # cached by the host in OUTPUT_DIR
+    return get_dataset_statistics(config)
+
+
+def training_text_sources(config):
+    """(obj_classes, pred_classes, [T, 3] triplets) of every training dataset named in ``config``."""
+    from ..preflight import catalog_datasets
+
+    names = list(config.DATASETS.TRAIN)
+    found = catalog_datasets(config, names)
+    if len(found) != len(set(names)):
+        missing = [n for n in names if n not in found]
+        raise ValueError(f"MODEL.RCL reads its triplets from the training dataset's VG-SGG.h5 and dict file, but "
+                         f"DATASETS.TRAIN {', '.join(missing)} is not a Visual Genome-format dataset (roidb_file, "
+                         f"dict_file) in PATHS_CATALOG {config.PATHS_CATALOG}")
+    files = list(found.values())
+    obj_classes, pred_classes = read_vg_classes(files[0].dict_file)
+    for other in files[1:]:
+        if read_vg_classes(other.dict_file) != (obj_classes, pred_classes):
+            raise ValueError(f"MODEL.RCL: the training datasets' dict files {files[0].dict_file} and "
+                             f"{other.dict_file} list different classes")
+    triplets = torch.cat([read_vg_training_triplets(f.roidb_file) for f in files])
+    return obj_classes, pred_classes, triplets
 
 
 class RclObjective(SGBObjective):
@@ -28,18 +68,24 @@ class RclObjective(SGBObjective):
         spec = predictor.spec
         require(predictor, (spec.relation_feature, spec.object_feature.path, spec.object_dim.rpartition(".")[0]),
                 self.node)
-        stats = dataset_statistics(config)
-        # fg_matrix[s, o, p] counts the training split's triplets.
-        subj, obj, pred = torch.nonzero(torch.as_tensor(stats["fg_matrix"])[:, :, 1:] > 0, as_tuple=True)
-        triplets = torch.stack([subj, pred + 1, obj], 1)
+        obj_classes, pred_classes, triplets = training_text_sources(config)
         self.text_bank = load_or_compute_bank(
-            stats["obj_classes"], stats["rel_classes"], triplets, model=cfg.CLIP_MODEL,
+            obj_classes, pred_classes, triplets, model=cfg.CLIP_MODEL,
             pretrained=cfg.CLIP_PRETRAINED, prompt=cfg.PROMPT, object_prompt=cfg.OBJECT_PROMPT,
-            cache_path=cfg.TEXT_EMBEDDINGS or None)
+            cache_path=cfg.TEXT_EMBEDDINGS or None, user_file=bool(cfg.TEXT_EMBEDDINGS))
+        if cfg.SAMPLING_EMBEDDINGS == "glove":
+            self.text_bank.use_sampling_embeddings(
+                glove_phrases(obj_classes, pred_classes, config.GLOVE_DIR, config.MODEL.ROI_RELATION_HEAD.EMBED_DIM))
+        logger.info("MODEL.RCL: %d training relations, %d distinct triplets, all in the text bank; negatives ranked "
+                    "by %s", len(triplets), self.text_bank.triplet_keys.numel(), self.text_bank.sampling_source)
         object_dim_path, _, attribute = spec.object_dim.rpartition(".")
         self.loss = RelationalContrastiveLoss.from_config(
             cfg, rel_dim=resolve(predictor, spec.relation_feature).in_features,
             obj_dim=getattr(resolve(predictor, object_dim_path), attribute), text_dim=self.text_bank.dim)
+        self._steps = 0
+        self._kept = []
+        self._share = []
+        self._warned_few = False
 
     def taps(self, predictor):
         spec = predictor.spec
@@ -56,6 +102,32 @@ class RclObjective(SGBObjective):
         labels = step.obj_labels
         relation = step.clean["rcl_relation"]
         self.text_bank.to(relation.device)  # in place; a no-op once it is there
+        rel_image = torch.repeat_interleave(torch.arange(len(step.rel_pair_idxs), device=relation.device),
+                                            torch.as_tensor([len(p) for p in step.rel_pair_idxs],
+                                                            device=relation.device))
         loss = self.loss(relation, subj_feats, obj_feats, labels[subj], step.rel_labels_cat, labels[obj],
-                         self.text_bank)
+                         self.text_bank, rel_image=rel_image, subj_rows=subj, obj_rows=obj)
+        self._log_kept_negatives()
         return {"loss_rcl": self.cfg.WEIGHT * loss}
+
+    def _log_kept_negatives(self):
+        """Mean |Q_k| over the logging period: a user must see when sampling empties the dictionary."""
+        stats = self.loss.last_stats
+        self._steps += 1
+        if stats.get("rcl_relations", 0) >= 2:
+            self._kept.append(float(stats["rcl_kept_negatives"]))
+            self._share.append(float(stats["rcl_kept_share"]))
+        if self._steps != 1 and self._steps % LOG_PERIOD:
+            return
+        if self._kept:
+            kept, share = sum(self._kept) / len(self._kept), sum(self._share) / len(self._share)
+            logger.info("MODEL.RCL: %.1f negatives kept per query (%.0f%% of the batch's other relations) over the "
+                        "last %d steps; negatives ranked by %s", kept, 100 * share, len(self._kept),
+                        self.text_bank.sampling_source)
+            if share < FEW_NEGATIVES_SHARE and not self._warned_few:
+                self._warned_few = True
+                logger.warning("MODEL.RCL: SYNONYM_THRESHOLD %.2f keeps only %.0f%% of the other relations as "
+                               "negatives (%s): RCL has almost nothing to contrast; raise SYNONYM_THRESHOLD or "
+                               "use SAMPLING_EMBEDDINGS glove", self.cfg.SYNONYM_THRESHOLD, 100 * share,
+                               self.text_bank.sampling_source)
+        self._kept, self._share = [], []
