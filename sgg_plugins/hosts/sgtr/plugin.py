@@ -1,0 +1,82 @@
+"""Attach sgg-plugins to SGTR: ``MODEL.ALIGN`` on the host's config object, checked and attached
+when the experiment's ``build_model`` runs.
+
+SGTR has no yacs and no model registry: its config is a ``cvpods`` ``ConfigDict`` whose nodes are
+``EasyDict``s, merged with ``KEY VALUE`` opts by ``merge_from_list`` (which rejects unknown keys),
+and the model comes from the experiment's ``net.build_model(cfg)``. So the node is added to the
+imported ``config`` object before the host merges its opts, and ``net.build_model`` is wrapped
+(before the host script imports the name) to validate the merged keys with one clear line and to
+attach the alignment objective to the built model.
+"""
+
+import functools
+import sys
+
+from easydict import EasyDict
+
+from ...config import ConfigError, add_align_config, add_sgg_plugins_config, validate_config
+
+# SGTR's own form of the objective (seed 002 §3.2): "we untie the last projection layer of the
+# mirrored predicate decoder" -- an untied linear copy, not §3.3's MLP.
+SGTR_ALIGN_DEFAULTS = dict(HEAD="untied_linear")
+SGTR_ALIGN_HEADS = ("untied_linear", "tied")
+SGTR_ALIGN_LOSSES = ("kl",)
+
+
+def align_node_view(config):
+    """A yacs-like view whose ``MODEL`` is the host's own ``MODEL`` node (an EasyDict), so that
+    ``add_align_config`` builds nodes of the host's class and writes them into the host's config."""
+    return EasyDict(MODEL=config.MODEL)
+
+
+def register_config(config):
+    """Add ``MODEL.ALIGN`` (with SGTR's defaults) to the host's config object. Idempotent."""
+    view = align_node_view(config)
+    fresh = "ALIGN" not in config.MODEL
+    add_align_config(view)
+    if fresh:
+        for key, value in SGTR_ALIGN_DEFAULTS.items():
+            config.MODEL.ALIGN[key] = value
+    return config
+
+
+def validate(cfg):
+    """Check ``MODEL.ALIGN`` as on SGB, then what SGTR's form supports. Raises ConfigError."""
+    nodes = EasyDict(MODEL=EasyDict(ALIGN=cfg.MODEL.ALIGN, ROI_RELATION_HEAD=EasyDict(PREDICTOR="")))
+    add_sgg_plugins_config(nodes)  # the other objectives' nodes, disabled: validate_config reads them
+    validate_config(nodes)
+    align = cfg.MODEL.ALIGN
+    if align.ENABLED:
+        if align.HEAD not in SGTR_ALIGN_HEADS:
+            raise ConfigError(f"MODEL.ALIGN.HEAD = {align.HEAD!r} is not available on SGTR; expected one of "
+                              f"{', '.join(map(repr, SGTR_ALIGN_HEADS))} (SGTR's form unties the last linear layers).")
+        if align.LOSS not in SGTR_ALIGN_LOSSES:
+            raise ConfigError(f"MODEL.ALIGN.LOSS = {align.LOSS!r} is not available on SGTR; expected 'kl'.")
+
+
+def wrap_build_model(net_module):
+    """Make ``net.build_model`` validate the merged config and attach the objective. Idempotent."""
+    original = net_module.build_model
+    if hasattr(original, "sgg_plugins_original"):
+        return
+
+    @functools.wraps(original)
+    def build_model(cfg):
+        validate(cfg)
+        model = original(cfg)
+        if cfg.MODEL.ALIGN.ENABLED:
+            from .align import attach_alignment
+
+            attach_alignment(model, cfg.MODEL.ALIGN)
+        return model
+
+    build_model.sgg_plugins_original = original
+    net_module.build_model = build_model
+
+
+def register(config):
+    """Register the plug-in on the host's ``config`` object and on the experiment's ``net``."""
+    import importlib
+
+    register_config(config)
+    wrap_build_model(sys.modules.get("net") or importlib.import_module("net"))
