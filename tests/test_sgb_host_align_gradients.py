@@ -52,12 +52,11 @@ def host_cfg(host, predictor, mode, *opts):
 
 
 def build_predictor(cfg, seed=0):
-    from maskrcnn_benchmark.modeling import registry
+    """As the host's relation head builds its predictor (through the plug-in's factory)."""
+    from maskrcnn_benchmark.modeling.roi_heads.relation_head import relation_head
 
     torch.manual_seed(seed)
-    predictor = registry.ROI_RELATION_PREDICTOR[cfg.MODEL.ROI_RELATION_HEAD.PREDICTOR](
-        cfg, cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM)
-    return predictor.train()
+    return relation_head.make_roi_relation_predictor(cfg, cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM).train()
 
 
 def make_batch(cfg, num_objs=(5, 4), seed=0):
@@ -121,6 +120,24 @@ def test_alignment_gradient_reaches_exactly_the_declared_modules(host, predictor
     # The gradient stops at the input features (§3.1).
     for t in (roi, union):
         assert t.grad is None or not t.grad.any()
+
+
+@pytest.mark.parametrize("head", ["untied_linear", "tied"])
+def test_causal_gate_fusion_trains_the_gate_as_part_of_the_head(host, head):
+    cfg = host_cfg(host, "CausalAnalysisPredictor", "predcls", "MODEL.ALIGN.HEAD", head,
+                   "MODEL.ROI_RELATION_HEAD.CAUSAL.FUSION_TYPE", "gate")
+    predictor = build_predictor(cfg)
+    _, nonzero, *_ = align_gradients(predictor, make_batch(cfg))
+    assert nonzero == declared_parameters(predictor)
+    assert any(n.startswith("ctx_gate_fc.") for n in nonzero)
+
+
+def test_causal_gate_fusion_refuses_the_untied_mlp_in_one_line(host):
+    from sgg_plugins.config import ConfigError
+
+    cfg = host_cfg(host, "CausalAnalysisPredictor", "predcls", "MODEL.ROI_RELATION_HEAD.CAUSAL.FUSION_TYPE", "gate")
+    with pytest.raises(ConfigError, match="MODEL.ALIGN.HEAD untied_mlp: .*ctx_gate_fc.*use MODEL.ALIGN.HEAD untied_linear"):
+        build_predictor(cfg)
 
 
 @pytest.mark.parametrize("predictor_name", ["MotifPredictor", "VCTreePredictor", "TransformerPredictor"])

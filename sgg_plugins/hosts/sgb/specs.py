@@ -113,6 +113,10 @@ class PredictorSpec:
     head: Tuple[str, ...] = ("post_cat", "up_dim", "rel_compress")
     logit_layers: Tuple[str, ...] = ("rel_compress",)
     pair_feature: Tuple[str, ...] = ("post_cat",)
+    # Modules whose presence means the head's logits are not a sum of the logit layers (Causal's
+    # FUSION_TYPE "gate" multiplies them by sigmoid(ctx_gate_fc(...))): the untied MLP cannot stand
+    # in for such a head.
+    gates: Tuple[str, ...] = ()
     # Output module of the frequency prior, zeroed in the mirror (no predicate prior, §3.3).
     freq_bias: Optional[str] = "freq_bias.obj_baseline"
     # RCL / CLIPMATCH: the classifier whose input is the relation representation. RCL: the
@@ -181,13 +185,15 @@ IMP = PredictorSpec(
 )
 
 # Causal: calculate_logits sums vis_compress(union), ctx_compress(post_ctx_rep) and the prior
-# (FUSION_TYPE "sum"); post_cat is Sequential(Linear, ReLU) for the LSTM/tree contexts, absent for
-# VTransE (whose pair feature is ctx_compress's input). spt_emb scales the context branch by box
-# geometry: with the untied MLP it is not used by the mirror.
+# (FUSION_TYPE "sum", SGB's default; "gate" multiplies ctx_compress's logits by a sigmoid gate);
+# post_cat is Sequential(Linear, ReLU) for the LSTM/tree contexts, absent for VTransE (whose pair
+# feature is ctx_compress's input). spt_emb scales the context branch by box geometry: with the
+# untied MLP it is not used by the mirror.
 CAUSAL = PredictorSpec(
-    head=("post_cat", "ctx_compress", "vis_compress", "spt_emb"),
+    head=("post_cat", "ctx_compress", "vis_compress", "spt_emb", "ctx_gate_fc"),
     logit_layers=("ctx_compress", "vis_compress"),
     pair_feature=("post_cat", "ctx_compress"),
+    gates=("ctx_gate_fc",),
     forest_builder="generate_forest",
 )
 

@@ -77,6 +77,12 @@ class AlignObjective(SGBObjective):
         self.pair_feature = next((p for p in spec.pair_feature if has_path(predictor, p)), None)
         if self.pair_feature is None:
             require(predictor, spec.pair_feature[:1], self.node)
+        gates = [g for g in spec.gates if has_path(predictor, g)]
+        if cfg.HEAD == "untied_mlp" and gates:
+            raise ConfigError(
+                f"MODEL.ALIGN.HEAD untied_mlp: this predictor multiplies its relation logits by a gate "
+                f"({', '.join(gates)}; Causal's FUSION_TYPE gate) that an MLP replacing its last layers cannot "
+                f"stand in for; use MODEL.ALIGN.HEAD untied_linear or tied, or FUSION_TYPE sum.")
         self.reads_union = spec.align_mirror == "edge"
         num_rel = resolve(predictor, self.logit_layers[0]).out_features
         if cfg.HEAD == "untied_mlp":
