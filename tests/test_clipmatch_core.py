@@ -248,6 +248,29 @@ def test_offline_fails_at_once_naming_clipmatch_keys(tmp_path, monkeypatch):
     assert "sgg-plugins embed-candidates" in message and "MODEL.RCL" not in message
 
 
+def test_embed_candidates_command_covers_every_training_class_pair(tiny_weights, tmp_path, capsys):
+    import argparse
+
+    from sgg_plugins.data.synthetic_vg import write_synthetic_vg
+    from sgg_plugins.text import candidates_cli
+    from sgg_plugins.text.clip_text import read_vg_training_triplets
+
+    data = tmp_path / "vg"
+    write_synthetic_vg(str(data), num_images=12, seed=0)
+    parser = argparse.ArgumentParser()
+    candidates_cli.add_arguments(parser)
+    argv = ["--dict-file", str(data / "VG-SGG-dicts-with-attri.json"), "--roidb-file", str(data / "VG-SGG-with-attri.h5"),
+            "--clip-model", "sggp-tiny-clip-cand", "--clip-pretrained", tiny_weights, "--out", str(tmp_path / "c.pt")]
+    assert candidates_cli.run(parser.parse_args(argv)) == 0
+    assert "wrote" in capsys.readouterr().out
+    bank = CandidateTextBank.load(str(tmp_path / "c.pt"))
+    triplets = read_vg_training_triplets(str(data / "VG-SGG-with-attri.h5"))
+    expected = torch.unique(triplets[:, [0, 2]], dim=0)
+    assert torch.equal(bank.class_pairs, expected)
+    assert candidates_cli.run(parser.parse_args(argv)) == 0
+    assert "up to date, kept" in capsys.readouterr().out
+
+
 def test_an_rcl_file_is_refused_clearly(tmp_path):
     path = tmp_path / "rcl.pt"
     torch.save({"format": 1, "objects": torch.zeros(2, 4)}, path)

@@ -174,29 +174,39 @@ TINY_CLIP = {"embed_dim": 32,
 
 
 @pytest.fixture(scope="module")
-def clipmatch(synthetic_vg, tmp_path_factory):
-    """Opts for MODEL.CLIPMATCH with candidate embeddings computed once by `sgg-plugins embed-candidates`
-    for the dataset's files, with a small OpenCLIP model whose random weights are a local checkpoint."""
-    import argparse
-
-    from sgg_plugins.text import candidates
-
+def tiny_clip(tmp_path_factory):
+    """(model name, weights file): a small OpenCLIP architecture with random weights saved locally."""
     folder = tmp_path_factory.mktemp("clip")
     (folder / "sggp-host-tiny-clip-cm.json").write_text(json.dumps(TINY_CLIP))
     open_clip.add_model_config(folder / "sggp-host-tiny-clip-cm.json")
     torch.manual_seed(0)
     weights = folder / "random_clip.pt"
     torch.save(open_clip.create_model("sggp-host-tiny-clip-cm", pretrained=None).state_dict(), weights)
-    out = folder / "candidates.pt"
+    return "sggp-host-tiny-clip-cm", str(weights)
+
+
+def dataset_files(synthetic_vg):
+    return ["--dict-file", str(synthetic_vg / "VG-SGG-dicts-with-attri.json"),
+            "--roidb-file", str(synthetic_vg / "VG-SGG-with-attri.h5")]
+
+
+@pytest.fixture(scope="module")
+def clipmatch(synthetic_vg, tiny_clip, tmp_path_factory):
+    """Opts for MODEL.CLIPMATCH with candidate embeddings computed once, before training, by
+    `embed-candidates` for the dataset's files (the launcher then only loads the file)."""
+    import argparse
+
+    from sgg_plugins.text import candidates_cli
+
+    model, weights = tiny_clip
+    out = tmp_path_factory.mktemp("candidates") / "candidates.pt"
     parser = argparse.ArgumentParser()
-    candidates.add_arguments(parser)
-    args = parser.parse_args(["--dict-file", str(synthetic_vg / "VG-SGG-dicts-with-attri.json"),
-                              "--roidb-file", str(synthetic_vg / "VG-SGG-with-attri.h5"),
-                              "--clip-model", "sggp-host-tiny-clip-cm", "--clip-pretrained", str(weights),
+    candidates_cli.add_arguments(parser)
+    args = parser.parse_args([*dataset_files(synthetic_vg), "--clip-model", model, "--clip-pretrained", weights,
                               "--out", str(out), "--device", "cpu"])
-    assert candidates.run(args) == 0
+    assert candidates_cli.run(args) == 0
     return ["MODEL.CLIPMATCH.ENABLED", "True", "MODEL.CLIPMATCH.TEXT_EMBEDDINGS", str(out),
-            "MODEL.CLIPMATCH.CLIP_MODEL", "sggp-host-tiny-clip-cm", "MODEL.CLIPMATCH.CLIP_PRETRAINED", str(weights)]
+            "MODEL.CLIPMATCH.CLIP_MODEL", model, "MODEL.CLIPMATCH.CLIP_PRETRAINED", weights]
 
 
 MRC = ["MODEL.MRC.ENABLED", "True"]
@@ -221,10 +231,15 @@ def test_clipmatch_and_mrc_train_and_leave_eval_unchanged(synthetic_vg, tmp_path
     assert_identical_predictions(with_plugin, vanilla)
 
 
-def test_all_five_objectives_on_motifs_sgcls(synthetic_vg, tmp_path, clipmatch):
+def test_all_five_objectives_on_motifs_sgcls(synthetic_vg, tmp_path, tiny_clip, clipmatch):
+    from sgg_plugins import cli
+
+    model, weights = tiny_clip
+    assert cli.main(["embed", *dataset_files(synthetic_vg), "--clip-model", model, "--clip-pretrained", weights,
+                     "--out", str(tmp_path / "rcl.pt")]) == 0
     rcl = ["MODEL.RCL.ENABLED", "True", "MODEL.RCL.SAMPLING_EMBEDDINGS", "clip",
            "MODEL.RCL.TEXT_EMBEDDINGS", str(tmp_path / "rcl.pt"),
-           "MODEL.RCL.CLIP_MODEL", clipmatch[5], "MODEL.RCL.CLIP_PRETRAINED", clipmatch[7]]
+           "MODEL.RCL.CLIP_MODEL", model, "MODEL.RCL.CLIP_PRETRAINED", weights]
     opts = ["MODEL.ALIGN.ENABLED", "True", "MODEL.PROBE.ENABLED", "True", *rcl, *clipmatch, *MRC]
     _, log = train_briefly(synthetic_vg, tmp_path, "MotifPredictor", "sgcls", opts)
     assert_finite_losses(log, "loss_align", "loss_rcl", "loss_probe", "loss_clipmatch", "loss_mrc")

@@ -288,34 +288,18 @@ def compute_candidate_bank(obj_classes, pred_classes, class_pairs, model, pretra
     return bank.to(device)
 
 
-# ----------------------------------------------------------------------------------------------
-# `sgg-plugins embed-candidates`
-
-
-def add_arguments(parser):
-    parser.add_argument("--dict-file", required=True, help="SGB's VG-SGG-dicts.json (idx_to_label, idx_to_predicate)")
-    parser.add_argument("--roidb-file", required=True,
-                        help="SGB's VG-SGG.h5: the (subject, object) class pairs of its training relations get candidates")
-    parser.add_argument("--clip-model", default="ViT-B-32")
-    parser.add_argument("--clip-pretrained", default="openai", help="OpenCLIP weights tag or local checkpoint file")
-    parser.add_argument("--prompt", default=DEFAULT_PROMPT)
-    parser.add_argument("--null-prompt", default=DEFAULT_NULL_PROMPT)
-    parser.add_argument("--out", required=True,
-                        help="embedding file to write (use it as MODEL.CLIPMATCH.TEXT_EMBEDDINGS)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=256)
-
-
 def run(args):
+    """``sgg-plugins embed-candidates`` (options in :mod:`sgg_plugins.text.candidates_cli`)."""
     from .clip_text import read_vg_classes, read_vg_training_triplets
 
     obj_classes, pred_classes = read_vg_classes(args.dict_file)
     triplets = read_vg_training_triplets(args.roidb_file)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     before = os.stat(args.out).st_mtime_ns if os.path.isfile(args.out) else None
     try:
         bank = load_or_compute_candidate_bank(obj_classes, pred_classes, triplets[:, [0, 2]], model=args.clip_model,
                                               pretrained=args.clip_pretrained, prompt=args.prompt,
-                                              null_prompt=args.null_prompt, cache_path=args.out, device=args.device,
+                                              null_prompt=args.null_prompt, cache_path=args.out, device=device,
                                               batch_size=args.batch_size)
     except (CLIPUnavailableError, ValueError, FileNotFoundError) as error:
         raise SystemExit(f"sgg-plugins embed-candidates: {error}")
