@@ -95,8 +95,9 @@ def merge_config(cfg, config_file, opts, plugin=True):
 
 
 def check_predictor(cfg, plugin=True):
+    # The model code the host's script imports anyway: every predictor class it (or a fork) registers.
+    import maskrcnn_benchmark.modeling.detector  # noqa: F401
     from maskrcnn_benchmark.modeling import registry
-    # Importing the host's predictors fills the registry (the plug-in's names are added by register()).
     from maskrcnn_benchmark.modeling.roi_heads.relation_head import roi_relation_predictors  # noqa: F401
 
     name = cfg.MODEL.ROI_RELATION_HEAD.PREDICTOR
