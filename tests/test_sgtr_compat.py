@@ -439,7 +439,8 @@ def test_weights_that_are_not_there_fail_before_the_host_starts(tmp_path):
     config = EasyDict(MODEL=EasyDict(WEIGHTS="/storage/author/vg_detr.pth", TEST_WEIGHTS="/author/model.pth"))
     with pytest.raises(launch.LaunchError, match="MODEL.WEIGHTS /storage/author/vg_detr.pth does not exist"):
         launch.check_weights("train_net", config, {})
-    launch.check_weights("train_net", config, {"MODEL.WEIGHTS": "''"[1:1]})  # '' starts from scratch
+    launch.check_weights("train_net", config, {"MODEL.WEIGHTS": "''"})  # '' starts from scratch
+    launch.check_weights("train_net", config, {"MODEL.WEIGHTS": ""})
     launch.check_weights("train_net", EasyDict(MODEL=EasyDict(WEIGHTS="detectron2://R-50.pkl")), {})
     with pytest.raises(launch.LaunchError, match="MODEL.TEST_WEIGHTS /author/model.pth does not exist"):
         launch.check_weights("test_net", config, {})
@@ -456,3 +457,22 @@ def test_launcher_without_a_host_prints_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "error: No SGTR host given: no --host-root and SGTR_ROOT is unset. " + __import__(
             "sgg_plugins.hosts.sgtr", fromlist=["HOW_TO_POINT"]).HOW_TO_POINT]
+
+
+def test_class_counts_come_from_the_dataset_unless_the_opts_set_them(tmp_path):
+    (tmp_path / "VG-SGG-dicts-with-attri.json").write_text(json.dumps(
+        {"label_to_idx": {"man": 1, "cup": 2, "hat": 3}, "predicate_to_idx": {"on": 1, "has": 2}}))
+    assert launch.with_class_counts(["--resume", "A", "1"], str(tmp_path)) == [
+        "--resume", "A", "1", "MODEL.DETR.NUM_CLASSES", "3", "MODEL.ROI_RELATION_HEAD.NUM_CLASSES", "2"]
+    assert launch.with_class_counts(["MODEL.DETR.NUM_CLASSES", "7"], str(tmp_path)) == [
+        "MODEL.DETR.NUM_CLASSES", "7", "MODEL.ROI_RELATION_HEAD.NUM_CLASSES", "2"]
+
+
+def test_chained_shims_still_see_the_host_behind_them(tmp_path, monkeypatch):
+    # the zero-shot wrapper sits in front of the weights_only one: the host must still be recognised
+    monkeypatch.setitem(compat._host, "root", str(tmp_path))
+    path = tmp_path / "statistics.cache"
+    torch.save({"statistics": HostStatistics(3)}, path)
+    load = data.zero_shot_from_dataset(compat.host_torch_load(torch.load), lambda: str(tmp_path))
+    loaded = _run_as_host_code(tmp_path, "result = load(path)", load=load, path=str(path))["result"]
+    assert loaded["statistics"].count == 3

@@ -43,16 +43,22 @@ def is_under(path, root):
     return os.path.abspath(path).startswith(os.path.abspath(root) + os.sep)
 
 
+HOSTS_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
 def called_from_files_under(root, depth=2):
     """Whether the code ``depth`` frames up from the caller of this function was read from a file
     under ``root``.
 
     Host code is recognised by where it was compiled from, not by its module name: an SGTR
     experiment's own modules (``net``, ``modeling.*``) and its scripts run as ``__main__`` are host
-    code as much as the ``cvpods`` package is.
+    code as much as the ``cvpods`` package is. Frames of sgg-plugins' own shims are skipped, so that
+    shims wrapping the same function (two wrappers of ``torch.load``) see the host behind them.
     """
     frame = sys._getframe(depth + 1)
-    return is_under(frame.f_code.co_filename, root)
+    while frame is not None and is_under(frame.f_code.co_filename, HOSTS_PACKAGE_DIR):
+        frame = frame.f_back
+    return frame is not None and is_under(frame.f_code.co_filename, root)
 
 
 # The builtin-type aliases removed in NumPy 1.24; both hosts still use np.float and np.bool.

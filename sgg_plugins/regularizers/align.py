@@ -256,3 +256,22 @@ def dropout_disabled(module):
             m.train(was_training)
         for owner, name, value in attributes:
             setattr(owner, name, value)
+
+
+# ----------------------------------------------------------------------------- attention-logit masks
+def attention_logit_mask(batch, heads, queries, keys, p, key_padding_mask=None, generator=None, device=None):
+    """The boolean mask of the SGTR form (§3.2), for ``nn.MultiheadAttention``'s ``attn_mask``.
+
+    "each element in the attention matrix has an independent probability p to be set to −inf
+    before fed to the softmax operation": shape (batch * heads, queries, keys), True where the
+    logit is masked, drawn independently per element (per head too). A query row whose keys would
+    all be masked, by the draw together with the ``key_padding_mask`` (batch, keys) the block
+    already gets, would give a softmax of −inf only, i.e. NaN; such a row keeps only the padding
+    (the draw is dropped for that row), so the masked attention is always a distribution.
+    """
+    drawn = torch.rand((batch * heads, queries, keys), generator=generator, device=device) < p
+    blocked = drawn
+    if key_padding_mask is not None:
+        padding = key_padding_mask.to(device=drawn.device, dtype=torch.bool)
+        blocked = drawn | padding.repeat_interleave(heads, dim=0)[:, None, :]
+    return drawn & ~blocked.all(dim=-1, keepdim=True)

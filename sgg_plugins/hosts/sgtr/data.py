@@ -66,6 +66,18 @@ def point_splits_at(table, vg_dir):
     return images, annotations
 
 
+CLASS_COUNT_KEYS = ("MODEL.DETR.NUM_CLASSES", "MODEL.ROI_RELATION_HEAD.NUM_CLASSES")
+
+
+def class_count_opts(vg_dir):
+    """The opts that size SGTR's classifiers for the dataset at ``vg_dir``: object classes and
+    predicates, neither counting background (the host adds it), read from its dicts file."""
+    with open(os.path.join(vg_dir, "VG-SGG-dicts-with-attri.json")) as f:
+        dicts = json.load(f)
+    counts = (len(dicts["label_to_idx"]), len(dicts["predicate_to_idx"]))
+    return [item for key, count in zip(CLASS_COUNT_KEYS, counts) for item in (key, str(count))]
+
+
 def load_image_filenames_any_count(original):
     """The host's ``load_image_filenames``, for datasets with any number of images."""
     @functools.wraps(original)

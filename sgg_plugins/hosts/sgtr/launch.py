@@ -11,6 +11,8 @@ the host writes a ``log`` symlink there and, on errors, a debug checkpoint), wit
 - ``--config FILE``: the config module in it (default ``config_vg_sgtr.py`` for the VG experiment,
   ``config.py`` elsewhere), imported as the host's ``config``;
 - ``--vg-dir DIR``: a dataset folder in SGB's VG format, read instead of ``<checkout>/datasets/vg``;
+  the two class counts (``MODEL.DETR.NUM_CLASSES``, ``MODEL.ROI_RELATION_HEAD.NUM_CLASSES``) are
+  then read from its dicts file unless the opts set them;
 - ``--without-plugin``: the compatibility layer only (the vanilla host).
 
 Everything else is the host script's own command line (``--resume --eval-only --num-gpus ...``
@@ -71,6 +73,16 @@ def opts_of(host_argv):
     if len(opts) % 2:
         raise LaunchError(f"the opts after the options must be KEY VALUE pairs, got an odd number: {' '.join(opts)}")
     return dict(zip(opts[0::2], opts[1::2]))
+
+
+def with_class_counts(host_argv, vg_dir):
+    """``host_argv`` plus the dataset's class-count opts that it does not set itself."""
+    from .data import class_count_opts
+
+    given = opts_of(host_argv)
+    counts = class_count_opts(vg_dir)
+    missing = [item for key, value in zip(counts[0::2], counts[1::2]) if key not in given for item in (key, value)]
+    return [*host_argv, *missing]  # opts come last on the host's command line
 
 
 def resolve_settings(name, values, cwd=None, environ=None):
@@ -153,6 +165,16 @@ def fall_back_to_cpu(config):
             "sgg-plugins: MODEL.DEVICE is %r but no GPU is available; running on cpu", device)
 
 
+def decoded(value):
+    """An opt's value as the host reads it (a Python literal, else the string itself)."""
+    import ast
+
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
 def check_weights(script, config, opts):
     """One line, before the host starts, when the checkpoint the run would load is not there."""
     if script == "test_net":
@@ -161,7 +183,7 @@ def check_weights(script, config, opts):
             raise LaunchError(f"MODEL.TEST_WEIGHTS {weights} does not exist: pass MODEL.TEST_WEIGHTS <checkpoint.pth> "
                               "(its folder must hold the run's config.json, as train_net.py writes it)")
         return
-    weights = opts.get("MODEL.WEIGHTS", config.MODEL.WEIGHTS)
+    weights = decoded(opts["MODEL.WEIGHTS"]) if "MODEL.WEIGHTS" in opts else config.MODEL.WEIGHTS
     if weights and "://" not in weights and not os.path.exists(weights):
         raise LaunchError(f"MODEL.WEIGHTS {weights} does not exist: pass MODEL.WEIGHTS /path/to/vg_detr.pth (SGTR's "
                           "pre-trained entity DETR) or MODEL.WEIGHTS '' to start from scratch")
@@ -211,6 +233,8 @@ def run_host_script(name, argv, namespace):
     try:
         settings = resolve_settings(name, values)
         apply_environment(settings)
+        if settings["vg_dir"]:
+            host_argv = with_class_counts(host_argv, settings["vg_dir"])
         script = prepare(settings, host_argv)
     except (HostNotFoundError, LaunchError, ConfigError) as error:
         raise SystemExit(f"error: {error}") from None

@@ -17,8 +17,10 @@ from easydict import EasyDict
 from ...config import ConfigError, add_align_config, add_sgg_plugins_config, validate_config
 
 # SGTR's own form of the objective (seed 002 §3.2): "we untie the last projection layer of the
-# mirrored predicate decoder" -- an untied linear copy, not §3.3's MLP.
-SGTR_ALIGN_DEFAULTS = dict(HEAD="untied_linear")
+# mirrored predicate decoder" -- an untied linear copy, not §3.3's MLP. MASKED_DECODERS: which
+# cross-attention blocks get masks (see align.DECODER_STACKS for the reading of the paper).
+SGTR_ALIGN_DEFAULTS = dict(HEAD="untied_linear", MASKED_DECODERS="structural")
+MASKED_DECODER_CHOICES = ("structural", "predicate", "entity")
 SGTR_ALIGN_HEADS = ("untied_linear", "tied")
 SGTR_ALIGN_LOSSES = ("kl",)
 
@@ -34,18 +36,22 @@ def register_config(config):
     view = align_node_view(config)
     fresh = "ALIGN" not in config.MODEL
     add_align_config(view)
-    if fresh:
-        for key, value in SGTR_ALIGN_DEFAULTS.items():
+    for key, value in SGTR_ALIGN_DEFAULTS.items():
+        if fresh or key not in config.MODEL.ALIGN:
             config.MODEL.ALIGN[key] = value
     return config
 
 
 def validate(cfg):
     """Check ``MODEL.ALIGN`` as on SGB, then what SGTR's form supports. Raises ConfigError."""
-    nodes = EasyDict(MODEL=EasyDict(ALIGN=cfg.MODEL.ALIGN, ROI_RELATION_HEAD=EasyDict(PREDICTOR="")))
+    align = cfg.MODEL.ALIGN
+    if align.MASKED_DECODERS not in MASKED_DECODER_CHOICES:
+        raise ConfigError(f"MODEL.ALIGN.MASKED_DECODERS = {align.MASKED_DECODERS!r} is not allowed; expected one of "
+                          f"{', '.join(map(repr, MASKED_DECODER_CHOICES))}.")
+    shared = EasyDict({k: v for k, v in align.items() if k not in SGTR_ALIGN_DEFAULTS or k == "HEAD"})
+    nodes = EasyDict(MODEL=EasyDict(ALIGN=shared, ROI_RELATION_HEAD=EasyDict(PREDICTOR="")))
     add_sgg_plugins_config(nodes)  # the other objectives' nodes, disabled: validate_config reads them
     validate_config(nodes)
-    align = cfg.MODEL.ALIGN
     if align.ENABLED:
         if align.HEAD not in SGTR_ALIGN_HEADS:
             raise ConfigError(f"MODEL.ALIGN.HEAD = {align.HEAD!r} is not available on SGTR; expected one of "
