@@ -7,7 +7,10 @@ Relation and object features are leaf tensors that need a gradient, so the model
 them is not counted. The baseline is a plain cross-entropy over the same relations: a linear
 classifier D_rel -> 51 predicates, as the host's last relation layer, and ``F.cross_entropy``.
 
-    PYTHONPATH=. python3 benchmarks/rcl_loss.py [--relations 1024 4096 --dim 512 --level dual --device cpu]
+With ``--adapter attention`` the relations are spread over ``--images`` images (SGB's batch of
+12), and the §3.2 adapters attend within each image over all its relations and objects.
+
+    PYTHONPATH=. python3 benchmarks/rcl_loss.py [--relations 1024 4096 --dim 512 --level dual --adapter linear --device cpu]
 """
 import argparse
 
@@ -15,7 +18,7 @@ import torch
 from timing import median_ms
 import torch.nn.functional as F
 
-from sgg_plugins.regularizers.rcl import LEVELS, RelationalContrastiveLoss
+from sgg_plugins.regularizers.rcl import ADAPTERS, LEVELS, RelationalContrastiveLoss
 from sgg_plugins.text.clip_text import TextEmbeddingBank
 
 NUM_OBJ, NUM_PRED = 150, 50
@@ -39,6 +42,9 @@ def main():
     parser.add_argument("--dim", type=int, default=512, help="D_rel = D_obj = D_v = D_t")
     parser.add_argument("--level", default="dual", choices=LEVELS)
     parser.add_argument("--pool", type=int, default=20000, help="training triplets in the bank")
+    parser.add_argument("--adapter", default="linear", choices=ADAPTERS)
+    parser.add_argument("--images", type=int, default=12, help="images the relations belong to (attention adapter)")
+    parser.add_argument("--objects", type=int, default=25, help="objects per image (attention adapter)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--device", default="cpu")
@@ -48,10 +54,11 @@ def main():
     device = torch.device(args.device)
     generator = torch.Generator().manual_seed(0)
     bank = random_bank(args.pool, args.dim, generator).to(device)
-    loss_module = RelationalContrastiveLoss(args.dim, args.dim, args.dim, embed_dim=args.dim, level=args.level)
+    loss_module = RelationalContrastiveLoss(args.dim, args.dim, args.dim, embed_dim=args.dim, level=args.level,
+                                            adapter=args.adapter)
     loss_module = loss_module.to(device)
     classifier = torch.nn.Linear(args.dim, NUM_PRED + 1).to(device)
-    print(f"device {device}, {torch.get_num_threads()} CPU threads, level {args.level}, D = {args.dim}, "
+    print(f"device {device}, {torch.get_num_threads()} CPU threads, level {args.level}, adapter {args.adapter}, D = {args.dim}, "
           f"bank of {bank.triplet_keys.numel()} triplets")
 
     for num_rel in args.relations:
@@ -60,8 +67,13 @@ def main():
         rel_feats, subj_feats, obj_feats = (torch.randn(num_rel, args.dim, generator=generator).to(device)
                                             .requires_grad_() for _ in range(3))
 
+        rel_image = (torch.arange(num_rel) * args.images // num_rel).to(device)
+        subj_rows, obj_rows = (rel_image * args.objects + torch.randint(args.objects, (num_rel,), generator=generator)
+                               .to(device) for _ in range(2))
+
         def rcl_step():
-            loss_module(rel_feats, subj_feats, obj_feats, subj, pred, obj, bank).backward()
+            loss_module(rel_feats, subj_feats, obj_feats, subj, pred, obj, bank, rel_image=rel_image,
+                        subj_rows=subj_rows, obj_rows=obj_rows).backward()
 
         def cross_entropy_step():
             F.cross_entropy(classifier(rel_feats), pred).backward()
