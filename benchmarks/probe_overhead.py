@@ -4,8 +4,8 @@ contrastive term near initialisation, before (issue 9) and after.
     SGB_ROOT=... python benchmarks/probe_overhead.py --config-file $SGB_ROOT/configs/e2e_relation_X_101_32_8_FPN_1x.yaml \
         --predictors MotifPredictor TransformerPredictor -- $(cat configs/sgb/synthetic_cpu.opts) $(cat DATA/dataset.opts)
 
-"probe (before)" is the earlier default: the second view a p = 0.1 masked context input, no
-projection head, CONTRAST_WEIGHT 0.5. "probe" is today's default: the augmented view (§4.1), the
+"probe (before)" is the earlier default's view and weight: the second view a p = 0.1 masked context
+input, CONTRAST_WEIGHT 0.5 (the earlier code also had no projection head; today's always has one). "probe" is today's default: the augmented view (§4.1), the
 MLP projection head (§3.3.2), CONTRAST_WEIGHT 1.0. The contrast is printed as the mean of the
 timed steps (the first steps from initialisation) against chance ln(2B − 1), B = SOLVER.IMS_PER_BATCH.
 Goal (issue 5): step <= 1.05x. The loss alone is timed by probe_loss.py.
@@ -18,7 +18,7 @@ from sgb_overhead import compare
 if __name__ == "__main__":
     results = compare({"baseline": [],
                        "probe (before)": ["MODEL.PROBE.ENABLED", "True", "MODEL.PROBE.VIEW", "mask",
-                                          "MODEL.PROBE.PROJECTION_DIM", "0", "MODEL.PROBE.CONTRAST_WEIGHT", "0.5"],
+                                          "MODEL.PROBE.CONTRAST_WEIGHT", "0.5"],
                        "probe": ["MODEL.PROBE.ENABLED", "True"],
                        "probe+align": ["MODEL.PROBE.ENABLED", "True", "MODEL.ALIGN.ENABLED", "True"]},
                       __doc__.splitlines()[0])

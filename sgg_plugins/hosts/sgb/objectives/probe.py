@@ -111,5 +111,8 @@ class ProbeObjective(SGBObjective):
             pooled = None
         view = augment_rois(None if pooled is None else pooled.detach(), boxes, sizes[image_of_roi], image_of_roi)
         features = step.roi_features.detach() if pooled is None else box_head(view["pooled"])
+        if features.shape != step.roi_features.shape:  # e.g. ATTRIBUTE_ON appends attribute features
+            raise ValueError(f"MODEL.PROBE VIEW augment: the box head gives {tuple(features.shape)} features for "
+                             f"the predictor's {tuple(step.roi_features.shape)}; use MODEL.PROBE.VIEW mask")
         moved = [_with_boxes(p, b) for p, b in zip(proposals, view["boxes"].split(step.num_objs))]
         return features, moved
