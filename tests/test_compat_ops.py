@@ -12,6 +12,7 @@ import torch
 import torchvision
 from yacs.config import CfgNode
 
+from sgg_plugins.hosts.common import PreparedModuleFinder
 from sgg_plugins.hosts.sgb import compat, ops
 
 # --------------------------------------------------------------------------------------------
@@ -254,7 +255,7 @@ def test_install_ops_serves_the_import_and_reports(tmp_path, monkeypatch, caplog
     package.mkdir()
     (package / "__init__.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(sys, "meta_path", [f for f in sys.meta_path if not isinstance(f, ops._ExtensionFinder)])
+    monkeypatch.setattr(sys, "meta_path", [f for f in sys.meta_path if not isinstance(f, PreparedModuleFinder)])
     try:
         with caplog.at_level(logging.INFO, logger="sgg_plugins"):
             installed = ops.install_ops(tmp_path)

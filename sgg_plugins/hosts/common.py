@@ -158,10 +158,16 @@ class PreparedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         pass
 
 
+def served_module(name):
+    """The module a :class:`PreparedModuleFinder` already answers ``import <name>`` with, or None."""
+    finder = next((f for f in sys.meta_path if isinstance(f, PreparedModuleFinder) and f.name == name), None)
+    return None if finder is None else finder.module
+
+
 def serve_module(name, module):
     """Put a finder for ``name`` first on ``sys.meta_path`` (once). Returns the module import will give."""
-    existing = next((f for f in sys.meta_path if isinstance(f, PreparedModuleFinder) and f.name == name), None)
+    existing = served_module(name)
     if existing is not None:
-        return existing.module
+        return existing
     sys.meta_path.insert(0, PreparedModuleFinder(name, module))
     return module

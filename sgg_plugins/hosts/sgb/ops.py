@@ -16,9 +16,6 @@ Ops with no torchvision counterpart (sigmoid focal loss, deformable conv/pooling
 error when called, so configs that do not use them import and run unchanged.
 """
 
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import logging
 import sys
 import types
@@ -26,6 +23,8 @@ from pathlib import Path
 
 import torch
 import torchvision
+
+from .. import common
 
 MODULE_NAME = "maskrcnn_benchmark._C"
 
@@ -142,38 +141,7 @@ def build_extension_module(compiled=None):
 
 def load_compiled_extension(host_root, logger):
     """The host's own built ``_C`` extension if there is one and it loads with this torch, else None."""
-    package_dir = Path(host_root) / "maskrcnn_benchmark"
-    candidates = [package_dir / f"_C{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES]
-    built = next((path for path in candidates if path.is_file()), None)
-    if built is None:
-        return None
-    spec = importlib.util.spec_from_file_location(MODULE_NAME, built)
-    compiled = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(compiled)
-    except ImportError as error:
-        # Typically an extension built against another torch (undefined symbol).
-        logger.info("sgg-plugins: the host's built extension %s does not load (%s); using the stand-in", built, error)
-        return None
-    return compiled
-
-
-class _ExtensionFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Answers ``import maskrcnn_benchmark._C`` with a prepared module, so the host imports it as usual."""
-
-    def __init__(self, module):
-        self.module = module
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != MODULE_NAME:
-            return None
-        return importlib.util.spec_from_loader(fullname, self)
-
-    def create_module(self, spec):
-        return self.module
-
-    def exec_module(self, module):
-        pass
+    return common.load_compiled_extension(Path(host_root) / "maskrcnn_benchmark", MODULE_NAME, logger)
 
 
 def install_ops(host_root, logger=None):
@@ -185,14 +153,13 @@ def install_ops(host_root, logger=None):
     logger = logger or logging.getLogger("sgg_plugins")
     if MODULE_NAME in sys.modules:
         return sys.modules[MODULE_NAME]
-    finder = next((f for f in sys.meta_path if isinstance(f, _ExtensionFinder)), None)
-    if finder is not None:
-        return finder.module
+    served = common.served_module(MODULE_NAME)
+    if served is not None:
+        return served
     compiled = load_compiled_extension(host_root, logger)
     module, filled_in = build_extension_module(compiled)
     if compiled is None:
         logger.info("sgg-plugins: %s is not built; using torchvision for nms, ROIAlign and ROIPool", MODULE_NAME)
     elif filled_in:
         logger.info("sgg-plugins: the host's built %s lacks %s; using the stand-in for those", MODULE_NAME, filled_in)
-    sys.meta_path.insert(0, _ExtensionFinder(module))
-    return module
+    return common.serve_module(MODULE_NAME, module)
