@@ -246,6 +246,7 @@ def test_offline_fails_at_once_naming_clipmatch_keys(tmp_path, monkeypatch):
     message = str(error.value)
     assert "MODEL.CLIPMATCH.CLIP_PRETRAINED" in message and "MODEL.CLIPMATCH.TEXT_EMBEDDINGS" in message
     assert "sgg-plugins embed-candidates" in message and "MODEL.RCL" not in message
+    assert "sgg-plugins embed " not in message and "sgg-plugins embed`" not in message
 
 
 def test_embed_candidates_command_covers_every_training_class_pair(tiny_weights, tmp_path, capsys):
@@ -269,6 +270,22 @@ def test_embed_candidates_command_covers_every_training_class_pair(tiny_weights,
     assert torch.equal(bank.class_pairs, expected)
     assert candidates_cli.run(parser.parse_args(argv)) == 0
     assert "up to date, kept" in capsys.readouterr().out
+
+
+def test_without_open_clip_the_error_names_clipmatch(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_open_clip(name, *args, **kwargs):
+        if name == "open_clip":
+            raise ImportError("No module named 'open_clip'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_open_clip)
+    with pytest.raises(ImportError) as error:
+        candidates_module.load_or_compute_candidate_bank(OBJ, PRED, [[1, 2]], cache_dir=str(tmp_path))
+    assert "MODEL.CLIPMATCH" in str(error.value) and "MODEL.RCL" not in str(error.value)
 
 
 def test_an_rcl_file_is_refused_clearly(tmp_path):
@@ -350,3 +367,17 @@ def test_composes_with_align_and_probe_and_weight_scales(clipmatch_statistics):
     quarter = build_fake(fake.MotifPredictor, CLIPMATCH_ENABLED=True, CLIPMATCH_WEIGHT=0.25, **others)(*batch)[2]
     assert {"loss_clipmatch", "loss_align", "loss_probe"} <= set(one)
     assert quarter["loss_clipmatch"].item() == pytest.approx(0.25 * one["loss_clipmatch"].item(), rel=1e-5)
+
+
+def test_an_unreadable_embedding_file_fails_before_training_with_one_line(clipmatch_statistics, monkeypatch, tmp_path):
+    from sgg_plugins.config import ConfigError
+    from sgg_plugins.hosts.sgb.objectives import clipmatch
+
+    monkeypatch.setattr(clipmatch, "load_or_compute_candidate_bank", candidates_module.load_or_compute_candidate_bank)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a torch file")
+    with pytest.raises(ConfigError) as error:
+        build_fake(fake.MotifPredictor, CLIPMATCH_ENABLED=True, CLIPMATCH_TEXT_EMBEDDINGS=str(broken))
+    message = str(error.value)
+    assert message.startswith("MODEL.CLIPMATCH: ") and str(broken) in message and "\n" not in message
+    assert "embed-candidates" in message

@@ -173,7 +173,10 @@ class CandidateTextBank:
         except FileNotFoundError:
             raise FileNotFoundError(f"candidate text embedding file not found: {path}") from None
         except Exception as error:
-            raise ValueError(f"{path} is not a readable candidate text embedding file ({error}); {remedy}.") from None
+            # Not torch's message: several lines, advising weights_only=False, i.e. running whatever
+            # code the file holds, never the way out for a file that should hold only tensors.
+            raise ValueError(f"{path} is not a readable candidate text embedding file ({type(error).__name__}: "
+                             f"truncated, or not written by sgg-plugins); {remedy}.") from None
         if not isinstance(state, dict) or state.get("kind") != FILE_KIND:
             raise ValueError(f"{path} is not a candidate text embedding file (an RCL file from `sgg-plugins embed`?); "
                              f"{remedy}.")
@@ -207,9 +210,9 @@ def cache_key(obj_classes, pred_classes, pair_keys, model, pretrained, prompt, n
 
 
 def _clipmatch_message(error):
-    """clip_text's CLIP errors name MODEL.RCL's keys and `sgg-plugins embed`; say ours instead."""
-    text = str(error).replace("MODEL.RCL.", "MODEL.CLIPMATCH.").replace("sgg-plugins embed ", "sgg-plugins embed-candidates ")
-    return CLIPUnavailableError(text)
+    """clip_text's CLIP errors name MODEL.RCL's keys and `sgg-plugins embed`; the same error, ours named."""
+    text = re.sub(r"sgg-plugins embed\b(?!-)", "sgg-plugins embed-candidates", str(error))
+    return type(error)(text.replace("MODEL.RCL", "MODEL.CLIPMATCH"))
 
 
 def load_or_compute_candidate_bank(obj_classes, pred_classes, class_pairs, model="ViT-B-32", pretrained="openai",
@@ -238,7 +241,8 @@ def load_or_compute_candidate_bank(obj_classes, pred_classes, class_pairs, model
     key = cache_key(obj_classes, pred_classes, pair_keys, model, pretrained, prompt, null_prompt)
     if not cache_path:
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model}_{os.path.basename(str(pretrained))}")
-        cache_path = os.path.join(cache_dir or default_cache_dir(), f"clip_candidates_{safe}_{_key_digest(key)[:16]}.pt")
+        name = f"clip_candidates_{safe}_{_key_digest(key)[:16]}.pt"
+        cache_path = os.path.join(cache_dir or default_cache_dir(), name)
 
     stale_reason = ""
     if os.path.isfile(cache_path):
@@ -249,13 +253,16 @@ def load_or_compute_candidate_bank(obj_classes, pred_classes, class_pairs, model
         if not changed and not uncovered:
             logger.info("candidate text embeddings loaded from %s", cache_path)
             return bank
-        what = f"a different {', '.join(changed)}" if changed else f"a class-pair set lacking {uncovered} requested ones"
+        what = (f"a different {', '.join(changed)}" if changed
+                else f"a class-pair set lacking {uncovered} requested ones")
         stale_reason = f"{cache_path} was made with {what}"
         logger.warning("%s: recomputing the candidate text embeddings", stale_reason)
 
     try:
         bank = compute_candidate_bank(obj_classes, pred_classes, class_pairs, model, pretrained, prompt, null_prompt,
                                       device=device, batch_size=batch_size)
+    except ImportError as error:  # no OpenCLIP
+        raise _clipmatch_message(error) from None
     except CLIPUnavailableError as error:
         error = _clipmatch_message(error)
         raise CLIPUnavailableError(f"{stale_reason}, and recomputing needs CLIP: {error}" if stale_reason

@@ -37,10 +37,15 @@ class ClipMatchObjective(SGBObjective):
         # fg_matrix[s, o, p] counts the training split's triplets: the class pairs a ground-truth
         # triplet can have are those with any predicate.
         class_pairs = torch.nonzero(torch.as_tensor(stats["fg_matrix"])[:, :, 1:].sum(-1) > 0)
-        self.text_bank = load_or_compute_candidate_bank(
-            stats["obj_classes"], stats["rel_classes"], class_pairs, model=cfg.CLIP_MODEL,
-            pretrained=cfg.CLIP_PRETRAINED, prompt=cfg.PROMPT, null_prompt=cfg.NULL_PROMPT,
-            cache_path=cfg.TEXT_EMBEDDINGS or None)
+        try:
+            self.text_bank = load_or_compute_candidate_bank(
+                stats["obj_classes"], stats["rel_classes"], class_pairs, model=cfg.CLIP_MODEL,
+                pretrained=cfg.CLIP_PRETRAINED, prompt=cfg.PROMPT, null_prompt=cfg.NULL_PROMPT,
+                cache_path=cfg.TEXT_EMBEDDINGS or None)
+        except (ValueError, FileNotFoundError, ImportError) as error:
+            # An unreadable or foreign TEXT_EMBEDDINGS file, or no OpenCLIP to compute one: one line
+            # before training (the launcher prints ConfigError so), not a traceback.
+            raise ConfigError(f"MODEL.CLIPMATCH: {error}") from None
         self.loss = PredicateMatchingLoss(resolve(predictor, spec.relation_feature).in_features, self.text_bank.dim,
                                           temperature=cfg.TEMPERATURE, multi_positive=cfg.MULTI_POSITIVE)
 
