@@ -1,0 +1,77 @@
+"""MODEL.RCL's objective on SGB-shaped fake predictors: the kept-negative statistic is logged at the host's
+logging period and never enters the loss dict; the attention adapter runs inside a real step (no host needed)."""
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fake_sgb as fake
+from sgg_plugins.hosts.sgb.objectives import rcl
+from sgg_plugins.hosts.sgb.predictors import regularized_predictor_class
+from sgg_plugins.text.clip_text import TextEmbeddingBank
+from sgg_plugins.text.glove import WordVectorPhrases
+
+OBJ = [f"o{i}" for i in range(fake.NUM_OBJ_CLASSES)]
+PRED = [f"r{i}" for i in range(fake.NUM_REL_CLASSES)]
+
+
+@pytest.fixture
+def text(monkeypatch):
+    """Every triplet the fake classes allow, random CLIP tables, stand-in word vectors."""
+    grid = torch.cartesian_prod(torch.arange(1, fake.NUM_OBJ_CLASSES), torch.arange(1, fake.NUM_REL_CLASSES),
+                                torch.arange(1, fake.NUM_OBJ_CLASSES))
+    gen = torch.Generator().manual_seed(0)
+
+    def unit(*shape):
+        return F.normalize(torch.randn(*shape, 8, generator=gen), dim=-1)
+
+    def bank(obj_classes, pred_classes, triplets, **kwargs):
+        o, p = len(obj_classes), len(pred_classes)
+        return TextEmbeddingBank(unit(o), unit(p), unit(o, p), unit(p, o), triplets, unit(len(triplets)))
+
+    monkeypatch.setattr(rcl, "training_text_sources", lambda config: (OBJ, PRED, grid))
+    monkeypatch.setattr(rcl, "load_or_compute_bank", bank)
+    monkeypatch.setattr(rcl, "glove_phrases",
+                        lambda obj, pred, glove_dir, dim: WordVectorPhrases.from_classes(obj, pred, {}, dim))
+
+
+def build(**opts):
+    torch.manual_seed(0)
+    cfg = fake.make_cfg("MotifPredictor", RCL_ENABLED=True, RCL_EMBED_DIM=16, **opts)
+    return regularized_predictor_class(fake.MotifPredictor)(cfg, fake.IN_CHANNELS)
+
+
+def test_kept_negatives_are_logged_at_the_first_step_and_every_period_never_as_a_loss(text, caplog, monkeypatch):
+    monkeypatch.setattr(rcl, "LOG_PERIOD", 3)
+    model = build(RCL_SYNONYM_THRESHOLD=1.0, RCL_MIN_SIMILARITY=-1.0, RCL_WEIGHTED_NEGATIVES=False)
+    with caplog.at_level(logging.INFO, logger=rcl.__name__):
+        losses = model(*fake.make_batch())[2]
+        assert set(losses) == {"loss_rcl"}
+        first = [r.getMessage() for r in caplog.records if "negatives kept per query" in r.getMessage()]
+        # ε = 1, η = −1, unweighted: every other foreground relation is a negative of every query.
+        stats = model.sgg_plugins.rcl.loss.last_stats
+        assert len(first) == 1 and f"{float(stats['rcl_kept_negatives']):.1f} negatives kept" in first[0]
+        assert "(100% of the batch's other relations) over the last 1 steps" in first[0]
+        for _ in range(3):
+            model(*fake.make_batch())
+    logged = [r.getMessage() for r in caplog.records if "negatives kept per query" in r.getMessage()]
+    assert len(logged) == 2 and "over the last 2 steps" in logged[1]  # steps 2 and 3, logged at step 3
+
+
+def test_an_emptied_dictionary_is_warned_about_once(text, caplog):
+    model = build(RCL_SYNONYM_THRESHOLD=-0.99, RCL_MIN_SIMILARITY=-1.0)
+    with caplog.at_level(logging.INFO, logger=rcl.__name__):
+        model(*fake.make_batch())
+        model(*fake.make_batch())
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == rcl.__name__]
+    assert len(warnings) == 1 and "keeps only 0% of the other relations" in warnings[0]
+    assert "SAMPLING_EMBEDDINGS glove" in warnings[0]
+
+
+def test_attention_adapter_trains_inside_a_step(text):
+    model = build(RCL_ADAPTER="attention")
+    loss = model(*fake.make_batch())[2]["loss_rcl"]
+    loss.backward()
+    adapter = model.sgg_plugins.rcl.loss.rel_adapter
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in adapter.attention.parameters())
