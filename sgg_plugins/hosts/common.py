@@ -104,15 +104,18 @@ def split_options(argv, options=(), flags=(), aliases=None):
     return values, rest
 
 
-def show_plugin_messages():
-    """Print sgg-plugins' messages (shims applied, device fallback) next to the host's log, on rank 0."""
+def set_up_launcher_logging():
+    """Print sgg-plugins' messages (shims applied, device fallback) next to the host's log, on rank 0,
+    and keep libraries from configuring the root logger, which would print the host's lines twice."""
+    from ..logs import keep_root_unconfigured
+
     logger = logging.getLogger(LOGGER_NAME)
-    if logger.handlers or logging.getLogger().handlers:
-        return
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
+    if not (logger.handlers or logging.getLogger().handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
+    keep_root_unconfigured()
 
 
 # ----------------------------------------------------------------------------------------------

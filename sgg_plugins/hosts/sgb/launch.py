@@ -8,15 +8,14 @@ opts ``KEY VALUE ...``) plus ``--host-root PATH``, which is consumed here. Under
 the only spelling its argument parser knows.
 """
 
-import logging
 import os
 import random
 import runpy
 import sys
 
 from ...config import ConfigError
-from ...logs import keep_root_unconfigured
 from ...text.clip_text import CLIPUnavailableError
+from ..common import set_up_launcher_logging, split_options
 from ..locate import HostNotFoundError
 from . import install
 from .preflight import PreflightError, preflight
@@ -35,38 +34,11 @@ def split_launcher_args(argv):
     ``--host-root`` and the local-rank options are taken out wherever they appear, as ``--opt VALUE``
     or ``--opt=VALUE``; the local rank falls back to ``$LOCAL_RANK``.
     """
-    values = {}
-    host_argv = []
-    tokens = iter(argv)
-    for token in tokens:
-        if token in LAUNCHER_FLAGS:
-            values[token] = True
-            continue
-        option, has_value, value = token.partition("=")
-        if option not in LAUNCHER_OPTIONS:
-            host_argv.append(token)
-            continue
-        if not has_value:
-            value = next(tokens, None)
-            if value is None:
-                raise SystemExit(f"{option} needs a value")
-        values["--local_rank" if option == "--local-rank" else option] = value
+    values, host_argv = split_options(argv, LAUNCHER_OPTIONS, LAUNCHER_FLAGS, aliases={"--local-rank": "--local_rank"})
     local_rank = values.get("--local_rank", os.environ.get("LOCAL_RANK"))
     if local_rank is not None and not str(local_rank).isdigit():
         raise SystemExit(f"the local rank must be a non-negative integer, got {local_rank!r}")
     return values.get("--host-root"), local_rank, host_argv, not values.get("--without-plugin", False)
-
-
-def _set_up_logging():
-    """Print sgg-plugins' messages (shims applied, device fallback) next to the host's log, on rank 0,
-    and keep libraries from configuring the root logger, which would print the host's lines twice."""
-    logger = logging.getLogger("sgg_plugins")
-    if not (logger.handlers or logging.getLogger().handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
-    keep_root_unconfigured()
 
 
 def seed_everything_from_environment():
@@ -104,7 +76,7 @@ def run_host_script(name, argv):
             f"sgg-plugins launcher for the SGB host's tools/{name}.py: accepts --host-root PATH "
             "(else $SGB_ROOT, else the importable maskrcnn_benchmark); the host's own options follow.\n"
         )
-    _set_up_logging()
+    set_up_launcher_logging()
     try:
         root = install(host_root, plugin=with_plugin)
     except HostNotFoundError as error:

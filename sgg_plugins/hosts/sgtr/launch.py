@@ -32,7 +32,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..common import show_plugin_messages, split_options
+from ..common import set_up_launcher_logging, split_options
 
 SETTINGS_VARIABLE = "SGG_PLUGINS_SGTR_LAUNCH"
 DEFAULT_EXPERIMENT = "playground/sgg/detr.res101.c5.one_stage_rel_tfmer"
@@ -229,7 +229,7 @@ def run_host_script(name, argv, namespace):
         print(f"sgg-plugins launcher for SGTR's tools/{name}.py. Launcher options: --host-root PATH (else $SGTR_ROOT), "
               f"--experiment DIR (default {DEFAULT_EXPERIMENT}), --config FILE, --vg-dir DIR, --without-plugin; "
               f"added for the host: {' '.join(FORCED_HOST_FLAGS)}. The host's own options follow.\n")
-    show_plugin_messages()
+    set_up_launcher_logging()
     try:
         settings = resolve_settings(name, values)
         apply_environment(settings)
