@@ -38,19 +38,20 @@ SUPPORTED_PREDICTORS = {
 ALIGN_DEFAULTS = dict(
     ENABLED=False,
     MASK_PROB=0.1,  # p of Eq. 1 (§4.1, §4.2)
-    # Eq. 1 zeroes "each element R_i in R ∈ R^{N×d}": the word says element, the subscript a row.
-    # "element" (each scalar) is the default because the paper's SGTR form masks single elements
-    # of the attention matrix (§3.2, Fig. 3) and "element" is the word Eq. 1 uses; "relation"
-    # zeroes whole rows (each relation's or object's vector).
-    MASK_UNIT="element",
+    # Eq. 1 zeroes "each element R_i in R" where R ∈ R^{N×d} and "N is the number of relations":
+    # R_i indexes a row, one relation's feature vector, and the SGTR form (§3.2) likewise hides a
+    # whole key vector from a query when it sets one attention entry to −inf. "relation" (each
+    # row: a relation's, or on the edge-context input an object's, whole vector) is the default;
+    # "element" (each scalar) is the other reading of the word.
+    MASK_UNIT="relation",
     WEIGHT=10.0,  # lambda of Eq. 3
     # "untied_mlp": §3.3's 3-layer MLP replacing the last two linear layers; "untied_linear": an
     # untied copy of the last layer (§3.2, SGTR's form); "tied": the original head (Table 3 'PH').
     HEAD="untied_mlp",
     # Hidden width of the untied MLP; the paper gives none. 0 = the width of its pairwise object
-    # input (2 x CONTEXT_HIDDEN_DIM = 1024 on SGB's stock Motifs config: ~6 M parameters with the
-    # 4096-wide union feature, against 34 M for a 4096 x 4096 MLP), i.e. as wide as the host's own
-    # pair representation, so the untied head neither bottlenecks nor dwarfs it.
+    # input (2 x CONTEXT_HIDDEN_DIM = 1024 on SGB's stock Motifs config: ~6 M parameters on the
+    # 1024 + 4096-wide input, against ~38 M with 4096-wide hidden layers), the width at which the
+    # host's Motifs represents a pair before post_cat.
     HEAD_HIDDEN_DIM=0,
     LOSS="kl",  # "kl": self-supervised alignment (SSA); "supervised": Table 3 'SA'
     # Weight of the mirror's cross-entropy under LOSS supervised: "plug the same supervised loss in
@@ -58,7 +59,9 @@ ALIGN_DEFAULTS = dict(
     # sums loss_rel unweighted: 1.0), not lambda.
     SUPERVISED_WEIGHT=1.0,
     TARGET="original",
-    KL_DIRECTION="forward",  # KL(P_orig || P_masked): the original is the reference distribution
+    # KL(P_orig || P_masked), the original as reference distribution, as §3.1.2's text says ("we
+    # fix P_original and treat it as the target"); Eq. 2 is written the other way ("reverse").
+    KL_DIRECTION="forward",
     # The paper gives lambda but not the reduction. "relation": sum over classes, mean over
     # relations (the KL of each relation's distribution, averaged); "element": mean over classes
     # too, as F.kl_div's default reduction, 51x smaller on VG-50. Default "relation": Eq. 2 is a

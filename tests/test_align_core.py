@@ -9,7 +9,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from sgg_plugins.regularizers.align import (
     UntiedMLPHead, alignment_kl, dropout_disabled, frozen_running_stats,
-    has_dropout, mask_elements, mask_input, supervised_alignment_loss,
+    dropout_sites, mask_elements, mask_input, supervised_alignment_loss,
     untied_linear_copy)
 
 # 2 relations x 3 predicates; logits are log-probabilities plus a per-row offset (softmax ignores it)
@@ -306,7 +306,11 @@ def test_dropout_disabled_restores_on_exception():
     assert model.drop.training and model.lstm.dropout == 0.5 and model.own.dropout == 0.5
 
 
-def test_has_dropout_coverage():
+def has_dropout(module):
+    return bool(dropout_sites(module))
+
+
+def test_dropout_sites_coverage():
     assert not has_dropout(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout(0.0)))
     assert not has_dropout(nn.LSTM(4, 4, num_layers=2, dropout=0.0))
     assert not has_dropout(OwnMaskDropout(0))

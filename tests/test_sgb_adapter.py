@@ -323,3 +323,11 @@ def test_every_loss_exists_and_is_graph_connected_without_foreground(base, rcl_s
     plugin = dict(model.sgg_plugins.named_parameters())
     grads = torch.autograd.grad(sum(losses.values()), list(plugin.values()), allow_unused=True)
     assert [n for n, g in zip(plugin, grads) if g is None] == []
+
+
+@pytest.mark.parametrize("head", ["untied_mlp", "tied"])
+def test_prior_kept_in_the_mirror_is_a_fixed_input(head):
+    model = build(fake.MotifPredictor, ALIGN_ENABLED=True, ALIGN_USE_FREQ_BIAS=True, ALIGN_HEAD=head)
+    named, _ = grads_of(run(model)[2]["loss_align"], model)
+    assert {n for n, g in named.items() if nonzero(g)} == declared(model)
+    assert not nonzero(named["freq_bias.obj_baseline.weight"])

@@ -132,12 +132,78 @@ def test_causal_gate_fusion_trains_the_gate_as_part_of_the_head(host, head):
     assert any(n.startswith("ctx_gate_fc.") for n in nonzero)
 
 
+@pytest.mark.parametrize("head", ["untied_mlp", "tied"])
+def test_prior_kept_in_the_mirror_is_not_trained_by_alignment(host, head):
+    cfg = host_cfg(host, "MotifPredictor", "sgcls", "MODEL.ALIGN.USE_FREQ_BIAS", True, "MODEL.ALIGN.HEAD", head)
+    predictor = build_predictor(cfg)
+    _, nonzero, *_ = align_gradients(predictor, make_batch(cfg))
+    assert not any(n.startswith("freq_bias") for n in nonzero)
+    assert nonzero == declared_parameters(predictor)
+
+
 def test_causal_gate_fusion_refuses_the_untied_mlp_in_one_line(host):
     from sgg_plugins.config import ConfigError
 
     cfg = host_cfg(host, "CausalAnalysisPredictor", "predcls", "MODEL.ROI_RELATION_HEAD.CAUSAL.FUSION_TYPE", "gate")
     with pytest.raises(ConfigError, match="MODEL.ALIGN.HEAD untied_mlp: .*ctx_gate_fc.*use MODEL.ALIGN.HEAD untied_linear"):
         build_predictor(cfg)
+
+
+# What alignment trains on each real predictor with the default untied MLP, written out here (not
+# read from the code under test): the edge context, the refinement after it, and nothing else of
+# the host (README's table).
+EXPECTED_MIRRORED = {
+    ("MotifPredictor", "motifs"): {"context_layer.edge_ctx_rnn", "context_layer.lin_edge_h", "post_emb"},
+    ("VCTreePredictor", "motifs"): {"context_layer.edge_ctx_rnn", "post_emb"},
+    ("TransformerPredictor", "motifs"): {"context_layer.lin_edge", "context_layer.context_edge", "post_emb"},
+    ("IMPPredictor", "motifs"): {"context_layer.obj_unary", "context_layer.edge_unary", "context_layer.edge_gru",
+                                 "context_layer.node_gru", "context_layer.sub_vert_w_fc",
+                                 "context_layer.obj_vert_w_fc", "context_layer.out_edge_w_fc",
+                                 "context_layer.in_edge_w_fc"},
+    ("CausalAnalysisPredictor", "motifs"): {"context_layer.edge_ctx_rnn", "context_layer.lin_edge_h", "post_emb"},
+    ("CausalAnalysisPredictor", "vctree"): {"context_layer.edge_ctx_rnn", "post_emb"},
+    # VTransE: its pair feature (head - tail) reaches ctx_compress scaled by spt_emb(box geometry).
+    ("CausalAnalysisPredictor", "vtranse"): {"context_layer.fc_layer", "post_emb", "spt_emb"},
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("predictor_name,context", list(EXPECTED_MIRRORED))
+def test_alignment_trains_the_modules_the_readme_names(host, predictor_name, context, mode):
+    cfg = host_cfg(host, predictor_name, mode, "MODEL.ROI_RELATION_HEAD.CAUSAL.CONTEXT_LAYER", context)
+    predictor = build_predictor(cfg)
+    _, nonzero, *_ = align_gradients(predictor, make_batch(cfg))
+    host_params = {n for n in nonzero if not n.startswith("sgg_plugins.")}
+    expected = EXPECTED_MIRRORED[(predictor_name, context)]
+    assert all(any(n.startswith(m + ".") for m in expected) for n in host_params), sorted(host_params)
+    assert all(any(n.startswith(m + ".") for n in host_params) for m in expected)
+    assert any(n.startswith("sgg_plugins.align.mlp.") for n in nonzero)
+
+
+@pytest.mark.parametrize("unit,p", [("relation", 0.5), ("element", 0.3)])
+def test_mirror_inputs_are_masked_as_eq1_says_and_the_clean_pass_is_not(host, unit, p):
+    """The edge-LSTM input and the union feature the MLP reads are masked with probability p
+    (whole rows or single elements), kept values unscaled; the clean pass sees them unmasked."""
+    cfg = host_cfg(host, "MotifPredictor", "predcls", "MODEL.ALIGN.MASK_PROB", p, "MODEL.ALIGN.MASK_UNIT", unit)
+    predictor = build_predictor(cfg)
+    edge_inputs, mlp_inputs = [], []
+    predictor.context_layer.edge_ctx_rnn.register_forward_pre_hook(lambda m, a: edge_inputs.append(a[0].data))
+    predictor.sgg_plugins["align"].mlp[0].register_forward_pre_hook(lambda m, a: mlp_inputs.append(a[0]))
+    batch = make_batch(cfg, num_objs=(40, 40))
+    align_gradients(predictor, batch)
+    clean, mirrored = edge_inputs
+    union = batch[-1]
+    mirrored_union = mlp_inputs[0][:, -union.shape[1]:]
+    for kept_from, seen in ((clean, mirrored), (union, mirrored_union)):
+        zero = seen == 0
+        assert not (kept_from == 0).any()
+        if unit == "relation":
+            rows = zero.all(1)
+            assert (zero.any(1) == rows).all()  # rows are kept or zeroed whole
+            assert abs(rows.float().mean().item() - p) < (0.2 if len(rows) < 100 else 0.06)
+        else:
+            assert abs(zero.float().mean().item() - p) < 0.03
+        assert torch.equal(seen[~zero], kept_from[~zero])  # no rescaling
 
 
 @pytest.mark.parametrize("predictor_name", ["MotifPredictor", "VCTreePredictor", "TransformerPredictor"])

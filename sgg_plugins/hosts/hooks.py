@@ -15,7 +15,7 @@ losses after the main call).
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch.nn.utils.rnn import PackedSequence
@@ -107,16 +107,6 @@ def map_floating(fn, value):
     if isinstance(value, list):
         return [map_floating(fn, v) for v in value]
     return value
-
-
-@contextlib.contextmanager
-def transform_inputs(root, paths, fn: Callable):
-    """Apply ``fn`` to the floating positional inputs of the modules at ``paths`` while the block runs."""
-    def pre_hook(module, args):
-        return map_floating(fn, args)
-
-    with _removed_on_exit([resolve(root, p).register_forward_pre_hook(pre_hook) for p in paths]):
-        yield
 
 
 @contextlib.contextmanager

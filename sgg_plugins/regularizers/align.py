@@ -16,10 +16,9 @@ KL_DIRECTIONS = ("forward", "reverse")
 KL_DISTRIBUTIONS = ("softmax", "bernoulli")
 KL_REDUCTIONS = ("relation", "element")
 MASK_UNITS = ("element", "relation")
-# Float attributes through which modules apply their own dropout when training: the host's
-# DecoderRNN (`rnn_drop`), tree-LSTMs (`dropout`), nn.RNNBase and nn.MultiheadAttention
-# (`dropout`), and modules calling F.dropout / scaled_dot_product_attention themselves.
-# Float attributes through which modules drop at run time. (SGB's contexts also hold a
+# Float attributes through which modules drop at run time: the host's DecoderRNN (`rnn_drop`),
+# tree-LSTMs (`dropout`), nn.RNNBase and nn.MultiheadAttention (`dropout`), and modules calling
+# F.dropout / scaled_dot_product_attention themselves. (SGB's contexts also hold a
 # ``dropout_rate``, but only hand it to their submodules at construction: it is not listed.)
 DROPOUT_ATTRIBUTES = ("dropout", "rnn_drop", "dropout_p")
 
@@ -46,7 +45,7 @@ def mask_rows(x, p, generator=None):
     """Zero each row ``x[i]`` (one relation's or object's whole vector) with probability ``p``."""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"mask probability must be in [0, 1), got {p} (MODEL.ALIGN.MASK_PROB)")
-    if p == 0.0 or x.dim() == 0:
+    if p == 0.0:
         return x
     draw_device = generator.device if generator is not None else x.device
     dropped = torch.rand(x.shape[:1], generator=generator, device=draw_device) < p
@@ -54,11 +53,14 @@ def mask_rows(x, p, generator=None):
 
 
 def mask_input(x, p, unit="element", generator=None):
-    """Eq. 1 with MODEL.ALIGN.MASK_UNIT: "element" zeroes scalars, "relation" whole rows R_i.
+    """Eq. 1 with MODEL.ALIGN.MASK_UNIT: "relation" zeroes whole rows R_i, "element" scalars.
 
-    Eq. 1 reads "for each element R_i in R [∈ R^{N×d}] … zeros it out with probability p": the
-    subscript indexes rows, the word says element, and the SGTR form (§3.2) masks single elements
-    of the attention matrix. Both readings are offered; "element" is the default.
+    §3.1.1: R ∈ R^{N×d}, "N is the number of relations and d is the dimensionality of feature
+    vector for each relation … for each element R_i in R, the masking operation independently zeros
+    it out with probability p". R_i indexes a row, one relation's feature vector; the SGTR form
+    (§3.2) likewise hides a whole key vector from a query when it sets one attention entry to
+    −inf. "relation" is therefore the default; "element" (each scalar) is the other reading of the
+    word "element" and is offered as an option.
     """
     if unit not in MASK_UNITS:
         raise ValueError(f"mask unit must be one of {MASK_UNITS}, got {unit!r} (MODEL.ALIGN.MASK_UNIT)")
@@ -83,7 +85,10 @@ def alignment_kl(mirror_logits, target_logits, direction="forward", distribution
 
     ``forward``: KL(P_target || P_mirror) = sum P_t (log P_t - log P_m), the target as reference
     distribution, as ``F.kl_div(log_P_mirror, log_P_target, log_target=True)``; ``reverse``:
-    KL(P_mirror || P_target). The target is detached: no gradient flows into the original branch.
+    KL(P_mirror || P_target). Eq. 2 is written KL(P_masked || P_original), i.e. ``reverse``; its
+    text says "we fix P_original and treat it as the target in the KL loss to optimize P_masked",
+    which is how a distillation KL is conventionally written with the target as reference, i.e.
+    ``forward``. METHODS.md takes the text's reading as the default; both are offered. The target is detached: no gradient flows into the original branch.
     ``distribution="bernoulli"`` treats each class as an independent sigmoid (focal/sigmoid
     classifiers) and sums the per-class Bernoulli KLs. Everything is computed in float32 log space.
 
@@ -209,11 +214,6 @@ def dropout_sites(module):
     sites = [m for m in _dropout_modules(module) if m.p > 0]
     sites += [owner for owner, _, _ in _dropout_attributes(module) if owner not in sites]
     return sites
-
-
-def has_dropout(module):
-    """True if any part of ``module`` would drop something in training mode."""
-    return bool(dropout_sites(module))
 
 
 @contextlib.contextmanager

@@ -33,9 +33,10 @@ import sys
 import types
 import weakref
 
-import numpy as np
 import torch
 from yacs.config import CfgNode
+
+from ..common import apply_shims, install_numpy_aliases, missing_numpy_aliases
 
 HOST_PACKAGE = "maskrcnn_benchmark"
 
@@ -225,22 +226,6 @@ def _install_hub_download():
     torch.hub._download_url_to_file = torch.hub.download_url_to_file
 
 
-# the builtin-type aliases removed in NumPy 1.24; the host uses np.float and np.bool
-NUMPY_ALIASES = {"float": float, "int": int, "bool": bool, "object": object}
-
-
-def _missing_numpy_aliases():
-    # vars(), not hasattr(): NumPy's module __getattr__ warns about the removed names it is asked for.
-    return [name for name in NUMPY_ALIASES if name not in vars(np)]
-
-
-def _install_numpy_aliases():
-    missing = _missing_numpy_aliases()
-    for name in missing:
-        setattr(np, name, NUMPY_ALIASES[name])
-    return ", ".join("np." + name for name in missing)
-
-
 # ----------------------------------------------------------------------------------------------
 # .cuda() on a machine without CUDA
 
@@ -413,7 +398,7 @@ SHIMS = (
     ("apex (stand-in on torch.amp)", _needs_apex, _install_apex),
     ("torch._six", _needs_torch_six, _install_torch_six),
     ("torch.hub._download_url_to_file", lambda: not hasattr(torch.hub, "_download_url_to_file"), _install_hub_download),
-    ("numpy aliases", lambda: bool(_missing_numpy_aliases()), _install_numpy_aliases),
+    ("numpy aliases", lambda: bool(missing_numpy_aliases()), install_numpy_aliases),
     (".cuda() from host code is a no-op without a GPU", _needs_cuda_noop, _install_cuda_noop),
     ("torch.load for host files (host-root paths, weights_only=False)", lambda: True, _install_host_torch_load),
     ("distributed without a GPU", _needs_cuda_noop, _install_cpu_distributed),
@@ -427,14 +412,7 @@ def install_compat(logger=None):
 
     Returns the names of the shims applied in this process so far.
     """
-    logger = logger or logging.getLogger("sgg_plugins")
-    for name, needed, apply in SHIMS:
-        if name in _applied or not needed():
-            continue
-        detail = apply()
-        _applied.append(name)
-        logger.info("sgg-plugins compat: %s%s", name, f" ({detail})" if detail else "")
-    return list(_applied)
+    return apply_shims(SHIMS, _applied, logger=logger or logging.getLogger("sgg_plugins"))
 
 
 # ----------------------------------------------------------------------------------------------

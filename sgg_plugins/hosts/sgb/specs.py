@@ -113,6 +113,9 @@ class PredictorSpec:
     head: Tuple[str, ...] = ("post_cat", "up_dim", "rel_compress")
     logit_layers: Tuple[str, ...] = ("rel_compress",)
     pair_feature: Tuple[str, ...] = ("post_cat",)
+    # Modules that feed a pair_feature path's input besides the pair features themselves: the
+    # mirror runs them, so alignment trains them (path -> modules).
+    pair_feature_feeders: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
     # Modules whose presence means the head's logits are not a sum of the logit layers (Causal's
     # FUSION_TYPE "gate" multiplies them by sigmoid(ctx_gate_fc(...))): the untied MLP cannot stand
     # in for such a head.
@@ -161,7 +164,10 @@ TRANSFORMER = PredictorSpec(
 )
 
 # IMP's context returns relation logits itself (rel_fc) and keeps one GRU state per object, updated
-# once per message-passing iteration: the last call is the final state. Its only relation layer is
+# once per message-passing iteration: the last call is the final state. Its node states also feed
+# its object classifier (obj_fc): in SGCls/SGDet, alignment on IMP therefore also moves the object
+# predictions, which §4.2's "only applied to relation prediction" cannot avoid for a predictor whose
+# objects and relations pass messages jointly. Its only relation layer is
 # rel_fc, fed the final edge state, which already combines the pair's node states with the
 # (masked) relation feature through message passing: the untied MLP replaces rel_fc, fed its input.
 _IMP_NODES = Tap("context_layer.node_gru", call="last")
@@ -186,13 +192,15 @@ IMP = PredictorSpec(
 
 # Causal: calculate_logits sums vis_compress(union), ctx_compress(post_ctx_rep) and the prior
 # (FUSION_TYPE "sum", SGB's default; "gate" multiplies ctx_compress's logits by a sigmoid gate);
-# post_cat is Sequential(Linear, ReLU) for the LSTM/tree contexts, absent for VTransE (whose pair
-# feature is ctx_compress's input). spt_emb scales the context branch by box geometry: with the
-# untied MLP it is not used by the mirror.
+# post_cat is Sequential(Linear, ReLU) for the LSTM/tree contexts, absent for VTransE, whose pair
+# feature is ctx_compress's input: head - tail, already scaled by spt_emb(box geometry) when
+# SPATIAL_FOR_VISION (the stock config), so spt_emb is part of what feeds that pair feature. With
+# the LSTM/tree contexts and the untied MLP, spt_emb is not used by the mirror.
 CAUSAL = PredictorSpec(
     head=("post_cat", "ctx_compress", "vis_compress", "spt_emb", "ctx_gate_fc"),
     logit_layers=("ctx_compress", "vis_compress"),
     pair_feature=("post_cat", "ctx_compress"),
+    pair_feature_feeders={"ctx_compress": ("spt_emb",)},
     gates=("ctx_gate_fc",),
     forest_builder="generate_forest",
 )

@@ -83,7 +83,8 @@ class AlignObjective(SGBObjective):
                 f"MODEL.ALIGN.HEAD untied_mlp: this predictor multiplies its relation logits by a gate "
                 f"({', '.join(gates)}; Causal's FUSION_TYPE gate) that an MLP replacing its last layers cannot "
                 f"stand in for; use MODEL.ALIGN.HEAD untied_linear or tied, or FUSION_TYPE sum.")
-        self.reads_union = spec.align_mirror == "edge"
+        # The union feature enters the untied MLP only where the original predictor reads it.
+        self.reads_union = spec.align_mirror == "edge" and getattr(predictor, "use_vision", True)
         num_rel = resolve(predictor, self.logit_layers[0]).out_features
         if cfg.HEAD == "untied_mlp":
             pair_dim = _linear_in(resolve(predictor, self.pair_feature))
@@ -109,6 +110,8 @@ class AlignObjective(SGBObjective):
         spec = predictor.spec
         shared = tuple(f"context_layer.{m}" for m in self.context.modules) if self.context else ()
         shared += spec.refinement
+        if self.cfg.HEAD == "untied_mlp":
+            shared += spec.pair_feature_feeders.get(self.pair_feature, ())
         head = spec.head
         if self.cfg.HEAD == "untied_mlp":
             head = ()
@@ -189,8 +192,9 @@ class AlignObjective(SGBObjective):
             return torch.zeros_like(out)
 
         fixed = {}
-        if not cfg.USE_FREQ_BIAS and spec.freq_bias and has_path(predictor, spec.freq_bias):
-            fixed[spec.freq_bias] = zero
+        if spec.freq_bias and has_path(predictor, spec.freq_bias):
+            # Without the prior (§3.3), or with it as a fixed input: alignment never trains it.
+            fixed[spec.freq_bias] = (lambda x, out: out.detach()) if cfg.USE_FREQ_BIAS else zero
         if cfg.HEAD == "tied":
             return fixed
         if cfg.HEAD == "untied_linear":
