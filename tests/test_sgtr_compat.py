@@ -476,3 +476,14 @@ def test_chained_shims_still_see_the_host_behind_them(tmp_path, monkeypatch):
     load = data.zero_shot_from_dataset(compat.host_torch_load(torch.load), lambda: str(tmp_path))
     loaded = _run_as_host_code(tmp_path, "result = load(path)", load=load, path=str(path))["result"]
     assert loaded["statistics"].count == 3
+
+
+def test_host_script_runs_in_the_launchers_namespace_under_its_own_file_name(tmp_path):
+    # The launcher keeps its __file__ (spawned workers re-run the launcher, which installs the shims);
+    # the code keeps the host file's name (tracebacks, and the shims' host-code check).
+    script = tmp_path / "train_net.py"
+    script.write_text("def main():\n    return __name__\nWHERE = main.__code__.co_filename\n")
+    namespace = {"__file__": "/repo/tools/sgtr_train_net.py"}
+    launch.execute(str(script), namespace, "__mp_main__")
+    assert namespace["main"]() == "__mp_main__" and namespace["WHERE"] == str(script)
+    assert namespace["__file__"] == "/repo/tools/sgtr_train_net.py"

@@ -86,6 +86,39 @@ def test_test_script_prints_recall_and_mean_recall(trained):
         assert line in log
 
 
+@pytest.fixture(scope="module")
+def aligned(trained):
+    """MODEL.ALIGN fine-tuning from the vanilla run's weights (2 iterations, a checkpoint at 2)."""
+    out = trained["run_dir"] / "out_align"
+    log = run_sgtr("train_net", trained["run_dir"], trained["data"], "MODEL.ALIGN.ENABLED", "True",
+                   "MODEL.WEIGHTS", str(trained["out"] / "model_final.pth"), "OUTPUT_DIR", str(out),
+                   "SOLVER.LR_SCHEDULER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "0")
+    return {"out": out, "log": log}
+
+
+def test_align_trains_from_a_vanilla_checkpoint_with_finite_alignment_losses(aligned):
+    assert "MODEL.ALIGN on SGTR: masks (p=0.1) on 18 cross-attention blocks" in aligned["log"]
+    steps = [m for m in metrics(aligned["out"]) if "total_loss" in m]
+    assert len(steps) == 2
+    for m in steps:
+        values = [m[f"loss_align_{k}"] for k in ("predicate", "subject", "object")]
+        assert all(math.isfinite(v) and v >= 0 for v in values)
+        assert math.isfinite(m["total_loss"])
+
+
+def _copypaste(log):
+    return [line.split("copypaste: ", 1)[1] for line in log.splitlines() if "copypaste: " in line]
+
+
+def test_align_checkpoint_evaluates_in_the_vanilla_host_identically(aligned, trained):
+    weights = str(aligned["out"] / "model_final.pth")
+    vanilla = run_sgtr("test_net", trained["run_dir"], trained["data"], "--without-plugin",
+                       "MODEL.TEST_WEIGHTS", weights)
+    plugged = run_sgtr("test_net", trained["run_dir"], trained["data"], "MODEL.TEST_WEIGHTS", weights)
+    assert "sgdet_mean_recall/top100" in "\n".join(_copypaste(vanilla))
+    assert _copypaste(vanilla) == _copypaste(plugged)
+
+
 def test_host_checkout_is_untouched(trained):
     # Runs after the others in this module (file order): every run so far went through the launcher.
     assert checkout_digest(SGTR_ROOT) == trained["digest"]
