@@ -360,7 +360,7 @@ def test_recorded_command_paths_are_made_relative(tmp_path):
 
     bench_dir = tmp_path / "bench"
     bench_dir.mkdir()
-    command = ["sgg-plugins", "bench", "--out", str(bench_dir), "--cwd", str(tmp_path / "sgb"),
+    command = ["/usr/local/bin/sgg-plugins", "bench", "--out", str(bench_dir), "--cwd", str(tmp_path / "sgb"),
                "PATHS_CATALOG", str(tmp_path / "data" / "paths_catalog.py"), f"--config-file={tmp_path}/c.yaml"]
     assert relative_command(command, bench_dir) == [
         "sgg-plugins", "bench", "--out", ".", "--cwd", "../sgb", "PATHS_CATALOG", "../data/paths_catalog.py",

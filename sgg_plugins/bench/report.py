@@ -233,9 +233,12 @@ def relative_to(path, bench_dir):
 
 
 def relative_command(command, bench_dir):
-    """A recorded command line with every absolute path made relative to the bench folder."""
-    out = []
-    for token in command:
+    """A recorded command line with every absolute path made relative to the bench folder.
+
+    The program itself is named by its file name (``sgg-plugins``), as a user would type it.
+    """
+    out = [os.path.basename(command[0])] if command else []
+    for token in command[1:]:
         if os.path.isabs(token):
             out.append(relative_to(token, bench_dir))
         elif "=" in token and os.path.isabs(token.partition("=")[2]):
@@ -526,7 +529,9 @@ def write_markdown(report, path, plots):
         "F@K is the harmonic mean of R@K and mR@K, per run. – marks a metric the host did not produce.", "",
     ]
     if report["command"]:
-        lines += ["Command:", "", "```", shlex.join(report["command"]), "```", ""]
+        # As typed: a token is quoted only when it holds whitespace (an overlay's '' stays '').
+        typed = " ".join(shlex.quote(t) if not t or any(c.isspace() for c in t) else t for t in report["command"])
+        lines += ["Command:", "", "```", typed, "```", ""]
     lines += ["## Results", ""]
     rows = []
     for v in variants:
@@ -685,8 +690,9 @@ def plot_per_predicate(report, path):
     for j, variant in enumerate(variants):
         entries = [predicates[i][f"R@{SPLIT_K}"][variant] for i in order]
         positions = [xi + (j - (len(variants) - 1) / 2) * bar_width for xi in x]
+        spread = [100 * e["std"] if e["std"] is not None else 0 for e in entries]
         ax.bar(positions, [100 * e["mean"] if e["mean"] is not None else 0 for e in entries], width=bar_width,
-               yerr=[100 * e["std"] if e["std"] is not None else 0 for e in entries], capsize=1.5,
+               yerr=spread if any(e["std"] is not None for e in entries) else None, capsize=1.5,
                error_kw={"elinewidth": 0.7}, label=variant, hatch="//" if variant == report["baseline"] else None,
                edgecolor="white", linewidth=0.3)
     groups = [predicates[i]["group"] for i in order]
