@@ -10,7 +10,8 @@ target and mirror passes of the structural decoder), the sum of the losses, back
 step. Baseline and ALIGN alternate over ``--repeats`` rounds; the ratio is of medians, ALIGN over
 baseline, from this one invocation.
 
-Memory: on GPU the peak of ``torch.cuda.max_memory_allocated`` over the steps; on CPU the growth of
+Also reported: the process's CPU time per step (all threads), which a machine shared with other
+jobs disturbs less than wall time. Memory: on GPU the peak of ``torch.cuda.max_memory_allocated`` over the steps; on CPU the growth of
 the process's peak resident set over the steps (activations, gradients, optimizer state).
 Without ``--vg-dir`` a synthetic dataset is written to a temporary folder first.
 """
@@ -82,15 +83,17 @@ def worker(vg_dir, variant_opts, steps, warmup, run_dir):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     rss_before = _peak_rss_mb()
-    times, align_losses = [], []
+    times, cpu_times, align_losses = [], [], []
     for batch in batches[warmup:]:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         align_losses.append(step(batch))
         if on_gpu:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     peak = torch.cuda.max_memory_allocated() / 2**20 if on_gpu else _peak_rss_mb() - rss_before
-    print(json.dumps({"step_ms": 1000 * statistics.median(times), "peak_mb": peak, "device": str(device),
+    print(json.dumps({"step_ms": 1000 * statistics.median(times), "cpu_ms": 1000 * statistics.median(cpu_times),
+                      "peak_mb": peak, "device": str(device),
                       "align_losses": align_losses}))
 
 
@@ -131,12 +134,15 @@ def main():
             for name in order:
                 results[name].append(run_variant(name, vg_dir, args.steps, args.warmup))
     summary = {name: {"step_ms": statistics.median(r["step_ms"] for r in runs),
+                      "cpu_ms": statistics.median(r["cpu_ms"] for r in runs),
                       "peak_mb": statistics.median(r["peak_mb"] for r in runs),
                       "device": runs[0]["device"]} for name, runs in results.items()}
     for name, s in summary.items():
-        print(f"{name:9s} step {s['step_ms']:9.1f} ms   peak {s['peak_mb']:8.1f} MB   ({s['device']})")
+        print(f"{name:9s} step {s['step_ms']:9.1f} ms (process CPU time {s['cpu_ms']:9.1f} ms)   "
+              f"peak {s['peak_mb']:8.1f} MB   ({s['device']})")
     base, align = summary["baseline"], summary["align"]
-    print(f"align / baseline: step time x{align['step_ms'] / base['step_ms']:.2f}, "
+    print(f"align / baseline: step time x{align['step_ms'] / base['step_ms']:.2f} "
+          f"(CPU time x{align['cpu_ms'] / base['cpu_ms']:.2f}), "
           f"peak memory x{align['peak_mb'] / max(base['peak_mb'], 1e-9):.2f} "
           f"({args.steps} steps after {args.warmup} warm-up, median of {args.repeats} rounds)")
     finite = all(v == v and abs(v) != float("inf") for r in results["align"] for step in r["align_losses"]

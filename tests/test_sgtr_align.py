@@ -226,3 +226,28 @@ def test_bad_align_values_fail_with_one_line(key, value, message):
     config.MODEL.ALIGN[key] = value
     with pytest.raises(ConfigError, match=message):
         plugin.validate(config)
+
+
+def test_build_model_is_validated_then_gets_the_objective_only_when_enabled():
+    import types
+
+    built = []
+
+    def build_model(cfg):
+        built.append(cfg)
+        torch.manual_seed(0)
+        return FakeSGTR()
+
+    net = types.SimpleNamespace(build_model=build_model)
+    plugin.wrap_build_model(net)
+    plugin.wrap_build_model(net)  # idempotent: wrapped once
+    assert net.build_model.sgg_plugins_original is build_model
+    config = _host_config()
+    plugin.register_config(config)
+    assert not hasattr(net.build_model(config), "sgg_plugins")
+    config.MODEL.ALIGN.ENABLED = True
+    assert hasattr(net.build_model(config), "sgg_plugins")
+    config.MODEL.ALIGN.HEAD = "untied_mlp"
+    with pytest.raises(ConfigError, match="MODEL.ALIGN.HEAD"):
+        net.build_model(config)
+    assert len(built) == 2  # the bad config never reached the host's build
