@@ -3,7 +3,7 @@
 Follows detectron2's ``add_*_config(cfg)`` pattern: each regularizer adds its own node to the
 host's yacs ``cfg`` (``MODEL.ALIGN``, ``MODEL.RCL``, ``MODEL.PROBE``, ``MODEL.CLIPMATCH``,
 ``MODEL.MRC``). The keys and defaults are
-those of ``METHODS.md``; every choice a paper leaves open is a key so that its ablations are config
+those of ``docs/methods.md``; every choice a paper leaves open is a key so that its ablations are config
 lines. ``validate_config`` runs before the host builds its model and names the offending key and
 the allowed values, so a typo never surfaces as a traceback from deep inside training.
 

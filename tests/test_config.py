@@ -1,4 +1,4 @@
-"""Config nodes: defaults as METHODS.md states them, and clear errors before the model is built."""
+"""Config nodes: defaults as docs/methods.md states them, and clear errors before the model is built."""
 
 import pytest
 from yacs.config import CfgNode

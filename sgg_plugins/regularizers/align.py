@@ -88,7 +88,8 @@ def alignment_kl(mirror_logits, target_logits, direction="forward", distribution
     KL(P_mirror || P_target). Eq. 2 is written KL(P_masked || P_original), i.e. ``reverse``; its
     text says "we fix P_original and treat it as the target in the KL loss to optimize P_masked",
     which is how a distillation KL is conventionally written with the target as reference, i.e.
-    ``forward``. METHODS.md takes the text's reading as the default; both are offered. The target is detached: no gradient flows into the original branch.
+    ``forward``. docs/methods.md takes the text's reading as the default; both are offered. The
+    target is detached: no gradient flows into the original branch.
     ``distribution="bernoulli"`` treats each class as an independent sigmoid (focal/sigmoid
     classifiers) and sums the per-class Bernoulli KLs. Everything is computed in float32 log space.
 

@@ -9,6 +9,7 @@ It is the one line that ``sgg-plugins patch --apply`` adds to the host's
 import sys
 from pathlib import Path
 
+from ...logs import keep_root_unconfigured
 from ..locate import host_problem
 from . import install
 
@@ -27,4 +28,7 @@ def _importing_host_root():
     return None
 
 
+# As the launchers do: a library configuring the root logger (OpenCLIP) would print every host
+# line twice.
+keep_root_unconfigured()
 install(_importing_host_root())

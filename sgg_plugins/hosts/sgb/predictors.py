@@ -116,6 +116,30 @@ def stock_layout(cls):
     return next((c.__name__ for c in cls.__mro__ if c.__name__ in SPECS), None)
 
 
+def registered_predictor(registry, cfg, plugin=True):
+    """The registered class MODEL.ROI_RELATION_HEAD.PREDICTOR names, and the config to build it with.
+
+    With the plug-in, ``Align<Name>`` is ``<Name>`` with MODEL.ALIGN on (the config returned says
+    so). An unknown name is one line with the closest registered name.
+    """
+    name = cfg.MODEL.ROI_RELATION_HEAD.PREDICTOR
+    if name in registry:
+        return registry[name], cfg
+    base = name[len("Align"):]
+    if plugin and name.startswith("Align") and base in registry:
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.MODEL.ALIGN.ENABLED = True
+        cfg.freeze()
+        return registry[base], cfg
+    known = sorted(registry)
+    close = difflib.get_close_matches(name, known + ([f"Align{k}" for k in known] if plugin else []), n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    align = " (Align<Name> switches MODEL.ALIGN on)" if plugin else ""
+    raise ConfigError(f"MODEL.ROI_RELATION_HEAD.PREDICTOR = {name!r} is not a registered predictor; {hint}"
+                      f"registered: {', '.join(known)}{align}")
+
+
 def make_predictor(registry, cfg, in_channels):
     """What the host's ``make_roi_relation_predictor`` does, with the enabled objectives attached.
 
@@ -124,19 +148,8 @@ def make_predictor(registry, cfg, in_channels):
     MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT. ``Align<Name>`` builds ``<Name>`` with MODEL.ALIGN on.
     """
     validate_config(cfg)
+    cls, cfg = registered_predictor(registry, cfg)
     name = cfg.MODEL.ROI_RELATION_HEAD.PREDICTOR
-    cls = registry.get(name)
-    if cls is None and name.startswith("Align") and name[len("Align"):] in registry:
-        cls = registry[name[len("Align"):]]
-        cfg = cfg.clone()
-        cfg.defrost()
-        cfg.MODEL.ALIGN.ENABLED = True
-        cfg.freeze()
-    if cls is None:
-        close = difflib.get_close_matches(name, list(registry), n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        raise ConfigError(f"MODEL.ROI_RELATION_HEAD.PREDICTOR = {name!r} is not a registered predictor; {hint}"
-                          f"registered: {', '.join(sorted(registry))} (Align<Name> switches MODEL.ALIGN on).")
     if not any_enabled(cfg):
         return cls(cfg, in_channels)
     layout = cfg.MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT or stock_layout(cls)

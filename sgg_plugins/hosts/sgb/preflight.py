@@ -19,6 +19,7 @@ import zipfile
 
 from ...config import NODES, ConfigError, validate_config
 from ...data.vg_check import VGFiles, check_vg_dataset, first_failure
+from .predictors import registered_predictor
 
 TYPE_MISMATCH = re.compile(r"Type mismatch \((.+?) vs\. (.+?)\) with values \((.*) vs\. (.*)\) for config key: (\S+)")
 PLUGIN_NODES = tuple(f"MODEL.{name}." for name in NODES)
@@ -100,18 +101,12 @@ def check_predictor(cfg, plugin=True):
     from maskrcnn_benchmark.modeling import registry
     from maskrcnn_benchmark.modeling.roi_heads.relation_head import roi_relation_predictors  # noqa: F401
 
-    name = cfg.MODEL.ROI_RELATION_HEAD.PREDICTOR
-    known = sorted(registry.ROI_RELATION_PREDICTOR.keys())
-    # With the plug-in, Align<Name> builds the registered <Name> with MODEL.ALIGN on.
-    aligned = plugin and name.startswith("Align") and name[len("Align"):] in known
-    if not cfg.MODEL.RELATION_ON or name in known or aligned:
+    if not cfg.MODEL.RELATION_ON:
         return
-    candidates = known + ([f"Align{k}" for k in known] if plugin else [])
-    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]}? " if close else ""
-    align = " (Align<Name> switches MODEL.ALIGN on)" if plugin else ""
-    raise PreflightError(f"MODEL.ROI_RELATION_HEAD.PREDICTOR = {name!r} is not a registered predictor; {hint}"
-                         f"registered: {', '.join(known)}{align}")
+    try:
+        registered_predictor(registry.ROI_RELATION_PREDICTOR, cfg, plugin=plugin)
+    except ConfigError as error:
+        raise PreflightError(str(error)) from None
 
 
 def check_batch_sizes(cfg, script, world_size):

@@ -27,7 +27,7 @@ pass (the one-object images keep their image sizes: the box encoding is unchange
 in ``step.extra_pass()``: running statistics restored, no dropout.
 
 Gradient: the ROI features are detached, so MRC trains exactly the object context's modules that
-the pass uses and the MLP (METHODS.md §5: "The gradient trains the context encoder and the MLP"),
+the pass uses and the MLP (docs/methods.md, MRC: "The gradient trains the context encoder and the MLP"),
 nothing of the relation head, the prior or the feature extractors.
 """
 
