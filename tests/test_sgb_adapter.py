@@ -331,3 +331,43 @@ def test_prior_kept_in_the_mirror_is_a_fixed_input(head):
     named, _ = grads_of(run(model)[2]["loss_align"], model)
     assert {n for n, g in named.items() if nonzero(g)} == declared(model)
     assert not nonzero(named["freq_bias.obj_baseline.weight"])
+
+
+class FakeRelationHead(torch.nn.Module):
+    """What ROIRelationHead holds that the predictor is not passed: cfg, the box extractor."""
+
+    def __init__(self, gt_box=True):
+        super().__init__()
+        from yacs.config import CfgNode
+
+        self.cfg = CfgNode({"MODEL": {"ATTRIBUTE_ON": False, "ROI_RELATION_HEAD": {"USE_GT_BOX": gt_box}}})
+        self.box_feature_extractor = torch.nn.Module()
+        self.box_feature_extractor.pooler = torch.nn.Identity()
+        self.box_feature_extractor.forward_without_pool = lambda x: x.flatten(1)
+
+
+class FakeTarget:
+    def __init__(self, relation):
+        self.relation = relation
+
+    def get_field(self, name):
+        assert name == "relation"
+        return self.relation
+
+
+@pytest.mark.parametrize("gt_box", [True, False])
+def test_relation_head_lends_the_full_graph_and_pooled_maps_for_one_forward(gt_box):
+    model = build(fake.MotifPredictor, PROBE_ENABLED=True)
+    seen = {}
+    original = model.sgg_plugins["probe"].losses
+    model.sgg_plugins["probe"].losses = lambda step: seen.update(step.shared) or original(step)
+    head = FakeRelationHead(gt_box)
+    maps = [torch.zeros(4, 4, dtype=torch.long), torch.ones(3, 3, dtype=torch.long)]
+    with model.relation_head_inputs(head, [FakeTarget(m) for m in maps]):
+        pooled = head.box_feature_extractor.pooler(torch.randn(7, 3, 2, 2))  # flattens to IN_CHANNELS
+        run(model)
+    assert ("sgb_relation_maps" in seen) == gt_box  # SGDet's proposals are not the targets' boxes
+    if gt_box:
+        assert all(a is b for a, b in zip(seen["sgb_relation_maps"], maps))
+    assert seen["sgb_pooled_rois"] is pooled and seen["sgb_box_head"] == head.box_feature_extractor.forward_without_pool
+    assert not head.box_feature_extractor.pooler._forward_hooks and model._relation_head_inputs == {}

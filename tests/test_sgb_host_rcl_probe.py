@@ -67,6 +67,10 @@ def test_probe_trains_and_leaves_eval_unchanged(synthetic_vg, tmp_path, feature)
     opts = [*PROBE, "MODEL.PROBE.FEATURE", feature]
     out, log = train_briefly(synthetic_vg, tmp_path, "MotifPredictor", opts=opts)
     assert_finite_losses(log, "loss_probe", "loss_probe_contrast")
+    # The relation head lends the predictor the full annotated graph and the pooled RoI maps: the
+    # probe neither falls back to the sampled pairs nor to a boxes-only view.
+    assert "supervising graph = the foreground pairs" not in log
+    assert "pooled RoI maps are not available" not in log
     weight = out / "model_final.pth"
     with_probe, _ = host_predictions(synthetic_vg, tmp_path, "MotifPredictor", weight, "eval_probe", opts)
     vanilla, _ = host_predictions(synthetic_vg, tmp_path, "MotifPredictor", weight, "eval_vanilla",

@@ -10,14 +10,17 @@ through ``sgg_plugins.hosts.sgb.install``). It changes no host file:
 - replaces ``make_roi_relation_predictor`` (where the relation head calls it) with
   ``predictors.make_predictor``: the registered class itself when no objective is enabled, else its
   regularized subclass, for every class with a stock layout (a fork's, a user's subclass, or one
-  declared with MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT); ``Align<Name>`` switches MODEL.ALIGN on.
+  declared with MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT); ``Align<Name>`` switches MODEL.ALIGN on;
+- wraps ``ROIRelationHead.forward`` so that, in training, a regularized predictor sees what the head
+  holds and does not pass it (the targets' relation maps, the pooled RoI maps): nothing changes in
+  eval or for a vanilla predictor.
 """
 
 import functools
 import logging
 
 from ...config import add_sgg_plugins_config, validate_config
-from .predictors import make_predictor
+from .predictors import RegularizedPredictorMixin, make_predictor
 
 logger = logging.getLogger("sgg_plugins")
 
@@ -32,6 +35,19 @@ def _validating(build_detection_model):
 
     build.sgg_plugins_validating = True
     return build
+
+
+def _with_head_inputs(forward):
+    """ROIRelationHead.forward that lends a regularized predictor, in training, what the head holds
+    and does not pass it (``RegularizedPredictorMixin.relation_head_inputs``)."""
+    @functools.wraps(forward)
+    def head_forward(self, features, proposals, targets=None, logger=None):
+        if not self.training or not isinstance(self.predictor, RegularizedPredictorMixin):
+            return forward(self, features, proposals, targets, logger)
+        with self.predictor.relation_head_inputs(self, targets):
+            return forward(self, features, proposals, targets, logger)
+
+    return head_forward
 
 
 def register():
@@ -53,6 +69,7 @@ def register():
     # The relation head calls the name it imported; the predictors module keeps its own binding.
     for module in (relation_head, roi_relation_predictors):
         module.make_roi_relation_predictor = make_roi_relation_predictor
+    relation_head.ROIRelationHead.forward = _with_head_inputs(relation_head.ROIRelationHead.forward)
     _STATE["registered"] = True
     logger.info("sgg-plugins: registered MODEL.ALIGN / MODEL.RCL / MODEL.PROBE for every relation predictor "
                 "with a stock SGB layout")

@@ -43,6 +43,37 @@ class RegularizedPredictorMixin:
         # whether dropout ran in the part of the predictor it reruns.
         self._dropout_sites = [m for m in dropout_sites(self) if not _inside(self.sgg_plugins, m)]
 
+    @contextlib.contextmanager
+    def relation_head_inputs(self, head, targets):
+        """For one training forward of the relation ``head``: what it holds and does not pass to
+        the predictor, for the objectives (``step.shared``).
+
+        - ``sgb_relation_maps``: each image's full annotated relation matrix (PROBE supervises with
+          the whole scene graph, not only the pairs the sampler kept). Only with ground-truth boxes
+          (PredCls/SGCls), where the host's sampler asserts the proposals are the targets' boxes in
+          order; SGDet's proposals are not.
+        - ``sgb_pooled_rois`` and ``sgb_box_head``: the box feature extractor's pooled RoI maps and
+          the layers that turn them into ``roi_features`` (PROBE's augmented view flips and rotates
+          the maps). Only where the extractor has ``forward_without_pool`` and no attribute
+          features are appended.
+        """
+        shared = {}
+        handles = []
+        if targets is not None and head.cfg.MODEL.ROI_RELATION_HEAD.USE_GT_BOX:
+            shared["sgb_relation_maps"] = [t.get_field("relation") for t in targets]
+        extractor = head.box_feature_extractor
+        if not head.cfg.MODEL.ATTRIBUTE_ON and hasattr(extractor, "forward_without_pool"):
+            handles.append(extractor.pooler.register_forward_hook(
+                lambda module, args, output: shared.setdefault("sgb_pooled_rois", output)))
+            shared["sgb_box_head"] = extractor.forward_without_pool
+        self._relation_head_inputs = shared
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._relation_head_inputs = {}
+
     def host_forward(self, *args):
         """The host class's own forward, for extra passes run by the objectives."""
         return super().forward(*args)
@@ -64,7 +95,8 @@ class RegularizedPredictorMixin:
                     union_features=union_features, logger=logger, clean=clean,
                     rel_logits=torch.cat(rel_dists, 0),
                     dropout_ran=functools.partial(_any_called, dropped),
-                    extra_pass=functools.partial(self._extra_pass, forests))
+                    extra_pass=functools.partial(self._extra_pass, forests),
+                    shared=dict(getattr(self, "_relation_head_inputs", {})))
         for objective in objectives:
             add_losses.update(objective.losses(step))
         return obj_dists, rel_dists, add_losses
