@@ -40,9 +40,13 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def worker(vg_dir, variant_opts, steps, warmup, run_dir):
+def worker(vg_dir, variant_opts, steps, warmup, run_dir, threads):
     """Build SGTR with the variant's opts, time ``steps`` training steps; print one JSON line."""
     sys.path.insert(0, REPO)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     os.chdir(run_dir)
     from sgg_plugins.hosts.sgtr.launch import apply_environment, prepare, resolve_settings, with_class_counts
 
@@ -97,10 +101,10 @@ def worker(vg_dir, variant_opts, steps, warmup, run_dir):
                       "align_losses": align_losses}))
 
 
-def run_variant(name, vg_dir, steps, warmup):
+def run_variant(name, vg_dir, steps, warmup, threads):
     with tempfile.TemporaryDirectory(prefix=f"sgtr_{name}_") as run_dir:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--vg-dir", vg_dir,
-               "--steps", str(steps), "--warmup", str(warmup), "--run-dir", run_dir]
+               "--steps", str(steps), "--warmup", str(warmup), "--run-dir", run_dir, "--threads", str(threads)]
         result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"the {name} worker failed:\n{result.stderr[-3000:]}")
@@ -113,11 +117,14 @@ def main():
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2, help="rounds of baseline and align, alternating")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads per worker (0: torch's default). 1 gives steadier CPU timings on a "
+                             "machine shared with other jobs, where idle OpenMP threads spin")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.vg_dir, VARIANTS[args.worker], args.steps, args.warmup, args.run_dir)
+        worker(args.vg_dir, VARIANTS[args.worker], args.steps, args.warmup, args.run_dir, args.threads)
         return
     if not os.environ.get("SGTR_ROOT"):
         raise SystemExit("error: set SGTR_ROOT to an SGTR checkout")
@@ -132,7 +139,7 @@ def main():
         for round_index in range(args.repeats):
             order = list(VARIANTS) if round_index % 2 == 0 else list(reversed(VARIANTS))
             for name in order:
-                results[name].append(run_variant(name, vg_dir, args.steps, args.warmup))
+                results[name].append(run_variant(name, vg_dir, args.steps, args.warmup, args.threads))
     summary = {name: {"step_ms": statistics.median(r["step_ms"] for r in runs),
                       "cpu_ms": statistics.median(r["cpu_ms"] for r in runs),
                       "peak_mb": statistics.median(r["peak_mb"] for r in runs),
@@ -144,7 +151,8 @@ def main():
     print(f"align / baseline: step time x{align['step_ms'] / base['step_ms']:.2f} "
           f"(CPU time x{align['cpu_ms'] / base['cpu_ms']:.2f}), "
           f"peak memory x{align['peak_mb'] / max(base['peak_mb'], 1e-9):.2f} "
-          f"({args.steps} steps after {args.warmup} warm-up, median of {args.repeats} rounds)")
+          f"({args.steps} steps after {args.warmup} warm-up, median of {args.repeats} rounds, "
+          f"threads {args.threads or 'default'})")
     finite = all(v == v and abs(v) != float("inf") for r in results["align"] for step in r["align_losses"]
                  for v in step.values())
     print(f"align losses finite in every step: {finite}")

@@ -40,7 +40,10 @@ def run_sgtr(script, run_dir, data_dir, *args, timeout=900):
     opts = [a for a in args if not a.startswith("--")]
     cmd = [sys.executable, str(REPO / "tools" / f"sgtr_{script}.py"), "--vg-dir", str(data_dir), *options,
            *overlay_opts(), *opts]
-    result = subprocess.run(cmd, cwd=run_dir, capture_output=True, text=True, timeout=timeout)
+    # One thread unless the caller chose: on a machine shared with other jobs torch's default thread
+    # pool spins and a step of the CPU overlay took 10-80 s instead of about 1 s.
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    result = subprocess.run(cmd, cwd=run_dir, capture_output=True, text=True, timeout=timeout, env=env)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     return log
