@@ -32,7 +32,12 @@ def main():
                         help="class pairs in the bank (its size only changes memory, not the time of a step)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default); 1 on a busy shared machine, where "
+                             "threads contending with other processes make every op slower")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if len(args.foreground) != len(args.pairs):
         parser.error("give one --foreground count per --pairs count")
     device = torch.device(args.device)
