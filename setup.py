@@ -4,7 +4,8 @@ setup(
     name="sgg-plugins",
     version="0.1.0",
     description="Training-time regularizers (relation alignment, relational contrastive learning, "
-    "relationship probe) for scene graph generation codebases",
+    "relationship probe, CLIP predicate matching, masked relation classification) for scene graph "
+    "generation codebases",
     packages=find_packages(include=["sgg_plugins", "sgg_plugins.*"]),
     python_requires=">=3.9",
     # torch / torchvision are installed by the user for their CUDA version (see README).
@@ -13,7 +14,11 @@ setup(
         "clip": ["open_clip_torch"],
         # What Scene-Graph-Benchmark.pytorch itself imports beyond the core requirements.
         "sgb": ["opencv-python-headless", "pycocotools", "six"],
-        "test": ["pytest", "open_clip_torch"],
+        # What SGTR's VG path imports beyond torch (lvis too, installed with --no-deps: see README).
+        "sgtr": ["easydict", "tabulate", "termcolor", "portalocker", "gitpython", "appdirs", "scikit-learn",
+                 "tensorboard", "pycocotools", "colorama", "cloudpickle"],
+        # The SGTR adapter's host-free tests build SGTR-style configs with easydict.
+        "test": ["pytest", "open_clip_torch", "easydict"],
     },
     entry_points={"console_scripts": ["sgg-plugins=sgg_plugins.cli:main"]},
 )

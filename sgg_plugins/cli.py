@@ -14,6 +14,8 @@ SUBCOMMANDS = {
     "make-synthetic-vg": ("sgg_plugins.data.synthetic_vg", "write a small VG-format dataset in SGB's file layout"),
     "patch": ("sgg_plugins.hosts.sgb.patching", "check, apply or revert the one-line import patch on an SGB checkout"),
     "embed": ("sgg_plugins.embed_cli", "compute and cache the CLIP text embeddings used by MODEL.RCL"),
+    "embed-candidates": ("sgg_plugins.text.candidates_cli",
+                         "compute and cache the CLIP candidate texts used by MODEL.CLIPMATCH"),
     "demo": ("sgg_plugins.demo", "the main job in one command: synthetic data, baseline and ALIGN trained and tested"),
     "doctor": ("sgg_plugins.doctor", "check the host, a config's or a folder's dataset, GloVe, CLIP files and GPUs"),
     "bench": ("sgg_plugins.bench.runner", "train and test baseline and regularized variants over seeds"),

@@ -272,3 +272,11 @@ def test_turning_the_host_cache_on_is_refused(host, tmp_path, capsys):
     assert ("do not pass TEST.ALLOW_LOAD_FROM_CACHE True: bench always runs with TEST.ALLOW_LOAD_FROM_CACHE "
             "False") in capsys.readouterr().err
     assert read_calls(calls) == []
+
+
+def test_every_objective_has_a_builtin_variant():
+    from sgg_plugins.bench.runner import BUILTIN_VARIANTS
+    from sgg_plugins.config import NODES
+
+    for node in NODES:
+        assert BUILTIN_VARIANTS[node.lower()] == [f"MODEL.{node}.ENABLED", "True"]

@@ -54,6 +54,8 @@ BUILTIN_VARIANTS = {
     "align": ["MODEL.ALIGN.ENABLED", "True"],
     "rcl": ["MODEL.RCL.ENABLED", "True"],
     "probe": ["MODEL.PROBE.ENABLED", "True"],
+    "clipmatch": ["MODEL.CLIPMATCH.ENABLED", "True"],
+    "mrc": ["MODEL.MRC.ENABLED", "True"],
     "all": ["MODEL.ALIGN.ENABLED", "True", "MODEL.RCL.ENABLED", "True", "MODEL.PROBE.ENABLED", "True"],
 }
 DEFAULT_VARIANTS = ("baseline", "align", "rcl", "probe", "all")
