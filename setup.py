@@ -16,7 +16,7 @@ setup(
         "sgb": ["opencv-python-headless", "pycocotools", "six"],
         # What SGTR's VG path imports beyond torch (lvis too, installed with --no-deps: see README).
         "sgtr": ["easydict", "tabulate", "termcolor", "portalocker", "gitpython", "appdirs", "scikit-learn",
-                 "tensorboard", "pycocotools", "colorama", "cloudpickle"],
+                 "tensorboard", "pycocotools", "colorama", "cloudpickle", "opencv-python-headless"],
         # The SGTR adapter's host-free tests build SGTR-style configs with easydict.
         "test": ["pytest", "open_clip_torch", "easydict"],
     },
