@@ -247,17 +247,8 @@ def check_predictor_support(cfg, layout):
             )
 
 
-def validate_config(cfg):
-    """Check every plug-in key of ``cfg``; raise :class:`ConfigError` naming the key and allowed values.
-
-    Only enabled regularizers are checked against the predictor, but all values are range-checked
-    so that a typo in a disabled node is still caught when it is switched on from the command line.
-    A predictor name that is not a stock one is checked when the model is built, from its class.
-    """
-    layout = cfg.MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT
-    if layout and layout not in STOCK_PREDICTORS:
-        _fail("MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT", layout, "'' or one of " + ", ".join(STOCK_PREDICTORS))
-    a = cfg.MODEL.ALIGN
+def validate_align(a):
+    """Check a ``MODEL.ALIGN`` node (any host's config class); one-line :class:`ConfigError`."""
     p = "MODEL.ALIGN"
     for key in ("ENABLED", "USE_FREQ_BIAS", "DETACH_INPUT"):
         _check_bool(a, p, key)
@@ -273,7 +264,9 @@ def validate_config(cfg):
     _check_choice(a, p, "TARGET", ALIGN_TARGETS)
     _check_choice(a, p, "KL_DIRECTION", KL_DIRECTIONS)
 
-    r = cfg.MODEL.RCL
+
+def validate_rcl(r):
+    """Check a ``MODEL.RCL`` node (any host's config class); one-line :class:`ConfigError`."""
     p = "MODEL.RCL"
     for key in ("ENABLED", "WEIGHTED_NEGATIVES"):
         _check_bool(r, p, key)
@@ -294,7 +287,9 @@ def validate_config(cfg):
     for key in ("PROMPT", "OBJECT_PROMPT"):
         _check_prompt(r, p, key)
 
-    b = cfg.MODEL.PROBE
+
+def validate_probe(b):
+    """Check a ``MODEL.PROBE`` node (any host's config class); one-line :class:`ConfigError`."""
     p = "MODEL.PROBE"
     _check_bool(b, p, "ENABLED")
     _check_range(b, p, "WEIGHT", 0.0, float("inf"))
@@ -307,7 +302,9 @@ def validate_config(cfg):
     _check_choice(b, p, "VIEW", PROBE_VIEWS)
     _check_positive_int(b, p, "PROJECTION_DIM")
 
-    c = cfg.MODEL.CLIPMATCH
+
+def validate_clipmatch(c):
+    """Check a ``MODEL.CLIPMATCH`` node (any host's config class); one-line :class:`ConfigError`."""
     p = "MODEL.CLIPMATCH"
     _check_bool(c, p, "ENABLED")
     _check_range(c, p, "WEIGHT", 0.0, float("inf"))
@@ -317,12 +314,31 @@ def validate_config(cfg):
     if not isinstance(c.NULL_PROMPT, str) or not c.NULL_PROMPT.strip():
         _fail("MODEL.CLIPMATCH.NULL_PROMPT", c.NULL_PROMPT, "a non-empty text")
 
-    m = cfg.MODEL.MRC
+
+def validate_mrc(m):
+    """Check a ``MODEL.MRC`` node (any host's config class); one-line :class:`ConfigError`."""
     p = "MODEL.MRC"
     _check_bool(m, p, "ENABLED")
     _check_range(m, p, "WEIGHT", 0.0, float("inf"))
     _check_positive_int(m, p, "HIDDEN_DIM")
 
+
+VALIDATORS = {"ALIGN": validate_align, "RCL": validate_rcl, "PROBE": validate_probe,
+              "CLIPMATCH": validate_clipmatch, "MRC": validate_mrc}
+
+
+def validate_config(cfg):
+    """Check every plug-in key of ``cfg``; raise :class:`ConfigError` naming the key and allowed values.
+
+    Only enabled regularizers are checked against the predictor, but all values are range-checked
+    so that a typo in a disabled node is still caught when it is switched on from the command line.
+    A predictor name that is not a stock one is checked when the model is built, from its class.
+    """
+    layout = cfg.MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT
+    if layout and layout not in STOCK_PREDICTORS:
+        _fail("MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT", layout, "'' or one of " + ", ".join(STOCK_PREDICTORS))
+    for node, validate_node in VALIDATORS.items():
+        validate_node(cfg.MODEL[node])
     layout = predictor_layout(cfg)
     if layout is not None:
         check_predictor_support(cfg, layout)

@@ -14,7 +14,7 @@ import sys
 
 from easydict import EasyDict
 
-from ...config import ConfigError, add_align_config, add_sgg_plugins_config, validate_config
+from ...config import ConfigError, add_align_config, validate_align
 
 # SGTR's own form of the objective (seed 002 §3.2): "we untie the last projection layer of the
 # mirrored predicate decoder" -- an untied linear copy, not §3.3's MLP. MASKED_DECODERS: which
@@ -48,10 +48,7 @@ def validate(cfg):
     if align.MASKED_DECODERS not in MASKED_DECODER_CHOICES:
         raise ConfigError(f"MODEL.ALIGN.MASKED_DECODERS = {align.MASKED_DECODERS!r} is not allowed; expected one of "
                           f"{', '.join(map(repr, MASKED_DECODER_CHOICES))}.")
-    shared = EasyDict({k: v for k, v in align.items() if k not in SGTR_ALIGN_DEFAULTS or k == "HEAD"})
-    nodes = EasyDict(MODEL=EasyDict(ALIGN=shared, ROI_RELATION_HEAD=EasyDict(PREDICTOR="")))
-    add_sgg_plugins_config(nodes)  # the other objectives' nodes, disabled: validate_config reads them
-    validate_config(nodes)
+    validate_align(EasyDict({k: v for k, v in align.items() if k != "MASKED_DECODERS"}))
     if align.ENABLED:
         if align.HEAD not in SGTR_ALIGN_HEADS:
             raise ConfigError(f"MODEL.ALIGN.HEAD = {align.HEAD!r} is not available on SGTR; expected one of "
