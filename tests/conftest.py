@@ -92,3 +92,80 @@ def assert_identical_predictions(preds_a, preds_b):
         assert a.fields() == b.fields()
         for field in a.fields():
             assert torch.equal(a.get_field(field), b.get_field(field)), field
+
+
+# ---------------------------------------------------------------------------------------------
+# The host's real predictors built in this process (the small CPU overlay, a small dataset's
+# statistics) and a made-up training batch, for exact gradient and isolation checks.
+
+STOCK_CONFIG = "configs/e2e_relation_X_101_32_8_FPN_1x.yaml"
+GT_MODES = {"predcls": (True, True), "sgcls": (True, False)}
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    from sgg_plugins.data.synthetic_vg import write_synthetic_vg
+    from sgg_plugins.hosts.sgb import install
+
+    root = install(SGB_ROOT)
+    data = str(tmp_path_factory.mktemp("in_process_data"))
+    write_synthetic_vg(data, num_images=24, image_size=128, seed=3, overwrite=True)
+    return root, data, tmp_path_factory.mktemp("in_process_out")
+
+
+def in_process_cfg(host, predictor, mode, *opts):
+    """The host's config as its tools build it: stock YAML, the overlay, the dataset's opts."""
+    from maskrcnn_benchmark.config import cfg
+
+    from sgg_plugins.hosts.sgb.overlay import overlay_opts
+
+    root, data, out = host
+    with open(os.path.join(data, "dataset.opts")) as f:
+        dataset_opts = f.read().split()
+    gt_box, gt_label = GT_MODES[mode]
+    cfg = cfg.clone()
+    cfg.merge_from_file(os.path.join(root, STOCK_CONFIG))
+    cfg.merge_from_list(overlay_opts(os.path.join(REPO, "configs", "sgb", "synthetic_cpu.opts")) + dataset_opts + [
+        "OUTPUT_DIR", str(out), "GLOVE_DIR", str(out / "glove"),
+        "MODEL.ROI_RELATION_HEAD.PREDICTOR", predictor,
+        "MODEL.ROI_RELATION_HEAD.USE_GT_BOX", gt_box, "MODEL.ROI_RELATION_HEAD.USE_GT_OBJECT_LABEL", gt_label,
+        *opts])
+    return cfg
+
+
+def build_predictor(cfg, seed=0):
+    """As the host's relation head builds its predictor (through the plug-in's factory)."""
+    from maskrcnn_benchmark.modeling.roi_heads.relation_head import relation_head
+
+    torch.manual_seed(seed)
+    return relation_head.make_roi_relation_predictor(cfg, cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM).train()
+
+
+def make_batch(cfg, num_objs=(5, 4), seed=0):
+    """Proposals with boxes and labels, sampled pairs with labels (a third background), features."""
+    from maskrcnn_benchmark.structures.bounding_box import BoxList
+
+    g = torch.Generator().manual_seed(seed)
+    num_obj_cls = cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
+    num_rel_cls = cfg.MODEL.ROI_RELATION_HEAD.NUM_CLASSES
+    proposals, pairs, labels, binarys = [], [], [], []
+    for n in num_objs:
+        xy = torch.rand(n, 2, generator=g) * 80
+        wh = 10 + torch.rand(n, 2, generator=g) * 40
+        boxes = BoxList(torch.cat([xy, xy + wh], 1), (128, 128), mode="xyxy")
+        boxes.add_field("labels", torch.randint(1, num_obj_cls, (n,), generator=g))
+        boxes.add_field("predict_logits", torch.randn(n, num_obj_cls, generator=g))
+        proposals.append(boxes)
+        idx = torch.cartesian_prod(torch.arange(n), torch.arange(n))
+        idx = idx[idx[:, 0] != idx[:, 1]]
+        pairs.append(idx)
+        rel = torch.randint(0, num_rel_cls, (len(idx),), generator=g)
+        rel[::3] = 0
+        labels.append(rel)
+        binary = torch.zeros(n, n, dtype=torch.long)
+        binary[idx[:, 0], idx[:, 1]] = (rel > 0).long()
+        binarys.append(binary)
+    dim = cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM
+    roi = torch.randn(sum(num_objs), dim, generator=g, requires_grad=True)
+    union = torch.randn(sum(len(p) for p in pairs), dim, generator=g, requires_grad=True)
+    return proposals, pairs, labels, binarys, roi, union

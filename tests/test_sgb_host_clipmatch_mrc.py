@@ -10,21 +10,17 @@ to the vanilla host, and all five objectives train together on Motifs SGCls.
 
 import json
 import math
-import os
 
 import pytest
 import torch
 
-from conftest import assert_identical_predictions, host_predictions, logged_losses, needs_sgb, train_briefly
-from sgg_plugins.data.synthetic_vg import write_synthetic_vg
-from sgg_plugins.hosts.sgb.overlay import overlay_opts
+from conftest import GT_MODES as MODES
+from conftest import (assert_identical_predictions, build_predictor, host_predictions, in_process_cfg,
+                      logged_losses, make_batch, needs_sgb, train_briefly)
 
 pytestmark = needs_sgb
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STOCK_CONFIG = "configs/e2e_relation_X_101_32_8_FPN_1x.yaml"
 PREDICTORS = ["MotifPredictor", "VCTreePredictor", "TransformerPredictor", "IMPPredictor"]
-MODES = {"predcls": (True, True), "sgcls": (True, False)}
 
 # The object-context modules the MRC pass runs, per predictor and mode: with the ROI features
 # detached, exactly their parameters (and the MLP's) may get MRC gradient.
@@ -46,69 +42,8 @@ MRC_MODULES = {
 # committed labels (argmax) for the edge input, so out_obj gets no gradient either.
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    from sgg_plugins.hosts.sgb import install
-
-    root = install(os.environ["SGB_ROOT"])
-    data = str(tmp_path_factory.mktemp("mrc_data"))
-    write_synthetic_vg(data, num_images=24, image_size=128, seed=3, overwrite=True)
-    return root, data, tmp_path_factory.mktemp("mrc_out")
-
-
 def host_cfg(host, predictor, mode, *opts):
-    from maskrcnn_benchmark.config import cfg
-
-    root, data, out = host
-    with open(os.path.join(data, "dataset.opts")) as f:
-        dataset_opts = f.read().split()
-    gt_box, gt_label = MODES[mode]
-    cfg = cfg.clone()
-    cfg.merge_from_file(os.path.join(root, STOCK_CONFIG))
-    cfg.merge_from_list(overlay_opts(os.path.join(REPO, "configs", "sgb", "synthetic_cpu.opts")) + dataset_opts + [
-        "OUTPUT_DIR", str(out), "GLOVE_DIR", str(out / "glove"),
-        "MODEL.ROI_RELATION_HEAD.PREDICTOR", predictor,
-        "MODEL.ROI_RELATION_HEAD.USE_GT_BOX", gt_box, "MODEL.ROI_RELATION_HEAD.USE_GT_OBJECT_LABEL", gt_label,
-        "MODEL.MRC.ENABLED", True, *opts])
-    return cfg
-
-
-def build_predictor(cfg, seed=0):
-    """As the host's relation head builds it (the function the plug-in installs)."""
-    from maskrcnn_benchmark.modeling.roi_heads.relation_head import roi_relation_predictors
-
-    torch.manual_seed(seed)
-    predictor = roi_relation_predictors.make_roi_relation_predictor(cfg, cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM)
-    return predictor.train()
-
-
-def make_batch(cfg, num_objs=(5, 4), seed=0):
-    from maskrcnn_benchmark.structures.bounding_box import BoxList
-
-    g = torch.Generator().manual_seed(seed)
-    num_obj_cls = cfg.MODEL.ROI_BOX_HEAD.NUM_CLASSES
-    num_rel_cls = cfg.MODEL.ROI_RELATION_HEAD.NUM_CLASSES
-    proposals, pairs, labels, binarys = [], [], [], []
-    for n in num_objs:
-        xy = torch.rand(n, 2, generator=g) * 80
-        wh = 10 + torch.rand(n, 2, generator=g) * 40
-        boxes = BoxList(torch.cat([xy, xy + wh], 1), (128, 128), mode="xyxy")
-        boxes.add_field("labels", torch.randint(1, num_obj_cls, (n,), generator=g))
-        boxes.add_field("predict_logits", torch.randn(n, num_obj_cls, generator=g))
-        proposals.append(boxes)
-        idx = torch.cartesian_prod(torch.arange(n), torch.arange(n))
-        idx = idx[idx[:, 0] != idx[:, 1]]
-        pairs.append(idx)
-        rel = torch.randint(0, num_rel_cls, (len(idx),), generator=g)
-        rel[::3] = 0
-        labels.append(rel)
-        binary = torch.zeros(n, n, dtype=torch.long)
-        binary[idx[:, 0], idx[:, 1]] = (rel > 0).long()
-        binarys.append(binary)
-    dim = cfg.MODEL.ROI_BOX_HEAD.MLP_HEAD_DIM
-    roi = torch.randn(sum(num_objs), dim, generator=g, requires_grad=True)
-    union = torch.randn(sum(len(p) for p in pairs), dim, generator=g, requires_grad=True)
-    return proposals, pairs, labels, binarys, roi, union
+    return in_process_cfg(host, predictor, mode, "MODEL.MRC.ENABLED", True, *opts)
 
 
 def masked_context_representations(predictor, batch):

@@ -702,26 +702,6 @@ def _read_lines(path, what):
 # `sgg-plugins embed`
 
 
-def add_arguments(parser):
-    from sgg_plugins.config import RCL_DEFAULTS
-
-    source = parser.add_argument_group("classes and triplets (a dataset, or class lists)")
-    source.add_argument("--dict-file", help="SGB's VG-SGG-dicts.json (idx_to_label, idx_to_predicate)")
-    source.add_argument("--roidb-file", help="SGB's VG-SGG.h5: triplets are read from its training split")
-    source.add_argument("--obj-classes", help="object class names, one per line, line i = label i (no background)")
-    source.add_argument("--pred-classes", help="predicate names, one per line, line i = label i (no background)")
-    source.add_argument("--triplets", help="with class lists: 'subject predicate object' label triples "
-                        "(1-based integers), one per line; MODEL.RCL only uses relations whose triplet is listed")
-    parser.add_argument("--clip-model", default=RCL_DEFAULTS["CLIP_MODEL"])
-    parser.add_argument("--clip-pretrained", default=RCL_DEFAULTS["CLIP_PRETRAINED"],
-                        help="OpenCLIP weights tag or local checkpoint file")
-    parser.add_argument("--prompt", default=RCL_DEFAULTS["PROMPT"])
-    parser.add_argument("--object-prompt", default=RCL_DEFAULTS["OBJECT_PROMPT"])
-    parser.add_argument("--out", required=True, help="embedding file to write (use it as MODEL.RCL.TEXT_EMBEDDINGS)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=256)
-
-
 def run(args):
     if args.dict_file or args.roidb_file:
         if not (args.dict_file and args.roidb_file):
