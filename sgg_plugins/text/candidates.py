@@ -37,10 +37,11 @@ from .clip_text import (
     LOCAL_DIR,
     CLIPUnavailableError,
     _check_class_list,
-    _key_digest,
-    default_cache_dir,
+    default_cache_file,
     encode_texts,
     load_clip,
+    save_atomically,
+    unfit_parts,
     weights_identity,
 )
 
@@ -159,11 +160,7 @@ class CandidateTextBank:
         }
 
     def save(self, path):
-        """Write the bank atomically (a half-written file is never left under ``path``)."""
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        save_atomically(self.state_dict(), path)
 
     @classmethod
     def load(cls, path, device="cpu"):
@@ -239,17 +236,13 @@ def load_or_compute_candidate_bank(obj_classes, pred_classes, class_pairs, model
         raise ValueError("the null relation text is empty")
     class_pairs, pair_keys = _unique_class_pairs(class_pairs, len(obj_classes) - 1)
     key = cache_key(obj_classes, pred_classes, pair_keys, model, pretrained, prompt, null_prompt)
-    if not cache_path:
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model}_{os.path.basename(str(pretrained))}")
-        name = f"clip_candidates_{safe}_{_key_digest(key)[:16]}.pt"
-        cache_path = os.path.join(cache_dir or default_cache_dir(), name)
+    cache_path = cache_path or default_cache_file(cache_dir, "clip_candidates", model, pretrained, key)
 
     stale_reason = ""
     if os.path.isfile(cache_path):
         bank = CandidateTextBank.load(cache_path, device=device)
-        stored = bank.meta.get("key", {})
-        changed = [part for part in key if part != "class_pairs_sha256" and stored.get(part) != key[part]]
-        uncovered = int((~torch.isin(pair_keys, bank.pair_keys.cpu())).sum())
+        changed, uncovered = unfit_parts(bank.meta.get("key", {}), key, "class_pairs_sha256", pair_keys,
+                                         bank.pair_keys)
         if not changed and not uncovered:
             logger.info("candidate text embeddings loaded from %s", cache_path)
             return bank

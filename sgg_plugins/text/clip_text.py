@@ -206,12 +206,7 @@ class TextEmbeddingBank:
         }
 
     def save(self, path):
-        """Write the bank atomically (a half-written file is never left under ``path``)."""
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        save_atomically(self.state_dict(), path)
 
     @classmethod
     def load(cls, path, device="cpu"):
@@ -296,6 +291,29 @@ def _key_digest(key):
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
+def save_atomically(state, path):
+    """torch.save to a temporary file, then rename: a half-written file is never left under ``path``
+    (several processes may compute the same bank at once)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def default_cache_file(cache_dir, stem, model, pretrained, key):
+    """``<cache_dir>/<stem>_<model>_<weights>_<digest>.pt``: one file per key, the digest of the whole key."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model}_{os.path.basename(str(pretrained))}")
+    return os.path.join(cache_dir or default_cache_dir(), f"{stem}_{safe}_{_key_digest(key)[:16]}.pt")
+
+
+def unfit_parts(stored, key, set_part, requested, held):
+    """Why a cached bank made for ``stored`` does not serve ``key``: the key parts that differ (the
+    hash ``set_part`` of the requested set aside: a file holding more serves fewer) and how many of
+    the ``requested`` keys the file's ``held`` keys lack."""
+    changed = [part for part in key if part != set_part and stored.get(part) != key[part]]
+    return changed, int((~torch.isin(requested, held.cpu())).sum())
+
+
 def default_cache_dir():
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(root, "sgg_plugins", "text_embeddings")
@@ -354,9 +372,7 @@ def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", 
             raise ValueError(f"prompt template {template!r} lacks {', '.join(missing)}")
     triplet_labels, triplet_keys = _unique_triplets(triplets, len(obj_classes) - 1, len(pred_classes) - 1)
     key = cache_key(obj_classes, pred_classes, triplet_keys, model, pretrained, prompt, object_prompt)
-    if not cache_path:
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model}_{os.path.basename(str(pretrained))}")
-        cache_path = os.path.join(cache_dir or default_cache_dir(), f"clip_text_{safe}_{_key_digest(key)[:16]}.pt")
+    cache_path = cache_path or default_cache_file(cache_dir, "clip_text", model, pretrained, key)
 
     remake = (f"make it with `sgg-plugins embed --dict-file VG-SGG-dicts.json --roidb-file VG-SGG.h5 "
               f"--clip-model {model} --clip-pretrained {pretrained} --out {cache_path}`")
@@ -364,8 +380,7 @@ def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", 
     if os.path.isfile(cache_path):
         bank = TextEmbeddingBank.load(cache_path, device=device)
         stored = bank.meta.get("key", {})
-        changed = [part for part in key if part != "triplets_sha256" and stored.get(part) != key[part]]
-        uncovered = int((~torch.isin(triplet_keys, bank.triplet_keys.cpu())).sum())
+        changed, uncovered = unfit_parts(stored, key, "triplets_sha256", triplet_keys, bank.triplet_keys)
         if not changed and not uncovered:
             logger.info("text embeddings loaded from %s", cache_path)
             return bank
