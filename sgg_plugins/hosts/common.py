@@ -36,6 +36,25 @@ def apply_shims(shims, applied, what="compat", logger=None):
     return list(applied)
 
 
+def put_host_first(root, package):
+    """Make the checkout at ``root`` the one ``import <package>`` finds: first on ``sys.path``.
+
+    Refuses, with one line, when ``package`` is already imported from another checkout: shims
+    installed now would not reach the modules already loaded.
+    """
+    loaded = sys.modules.get(package)
+    if loaded is not None and getattr(loaded, "__file__", None):
+        imported_from = Path(loaded.__file__).resolve().parent.parent
+        if imported_from != Path(root).resolve():
+            raise RuntimeError(
+                f"{package} is already imported from {imported_from}, not from the requested host {root}; "
+                "sgg-plugins must be installed before the host is imported: run in a fresh process.")
+    if sys.path[:1] != [str(root)]:
+        if str(root) in sys.path:
+            sys.path.remove(str(root))
+        sys.path.insert(0, str(root))
+
+
 def is_under(path, root):
     """Whether file ``path`` lies inside directory ``root``."""
     if not path or not root:

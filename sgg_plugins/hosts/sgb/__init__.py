@@ -5,18 +5,8 @@ it must run before anything imports ``maskrcnn_benchmark``. The launchers in ``t
 one-line patch (``sgg_plugins.hosts.sgb.autoinstall``) call it.
 """
 
-import sys
-from pathlib import Path
-
+from ..common import put_host_first
 from ..locate import locate_host
-
-
-def _imported_host_root():
-    """Checkout the already-imported ``maskrcnn_benchmark`` comes from, or None if it is not imported."""
-    package = sys.modules.get("maskrcnn_benchmark")
-    if package is None or not getattr(package, "__file__", None):
-        return None
-    return Path(package.__file__).resolve().parent.parent
 
 
 def install(host_root=None, plugin=True):
@@ -34,16 +24,7 @@ def install(host_root=None, plugin=True):
     from .ops import install_ops
 
     root = locate_host(host_root)
-    imported_from = _imported_host_root()
-    if imported_from is not None and imported_from != root:
-        raise RuntimeError(
-            f"maskrcnn_benchmark is already imported from {imported_from}, not from the requested host {root}; "
-            "sgg-plugins must be installed before the host is imported: run in a fresh process."
-        )
-    if sys.path[:1] != [str(root)]:
-        if str(root) in sys.path:
-            sys.path.remove(str(root))
-        sys.path.insert(0, str(root))
+    put_host_first(root, "maskrcnn_benchmark")
 
     install_compat()
     install_ops(root)

@@ -7,8 +7,9 @@ run before anything imports ``cvpods``. The launcher (``tools/sgtr_train_net.py`
 """
 
 import os
-import sys
 from pathlib import Path
+
+from ..common import put_host_first
 
 HOW_TO_POINT = (
     "Point sgg-plugins at an SGTR checkout (the directory holding cvpods/ and tools/train_net.py) "
@@ -40,13 +41,6 @@ def locate_host(host_root=None):
     raise HostNotFoundError(f"The SGTR host {root} from {source} is unusable: {problem}. " + HOW_TO_POINT)
 
 
-def _imported_host_root():
-    package = sys.modules.get("cvpods")
-    if package is None or not getattr(package, "__file__", None):
-        return None
-    return Path(package.__file__).resolve().parent.parent
-
-
 def install(host_root=None):
     """Make the SGTR checkout at ``host_root`` (else ``$SGTR_ROOT``) importable on this PyTorch.
 
@@ -58,16 +52,7 @@ def install(host_root=None):
     from .ops import install_ops
 
     root = locate_host(host_root)
-    imported_from = _imported_host_root()
-    if imported_from is not None and imported_from != root:
-        raise RuntimeError(
-            f"cvpods is already imported from {imported_from}, not from the requested host {root}; "
-            "sgg-plugins must be installed before the host is imported: run in a fresh process."
-        )
-    if sys.path[:1] != [str(root)]:
-        if str(root) in sys.path:
-            sys.path.remove(str(root))
-        sys.path.insert(0, str(root))
+    put_host_first(root, "cvpods")
     install_compat(root)
     install_ops(root)
 
