@@ -4,6 +4,7 @@ import sys
 # The fixtures (fake_sgb) live beside the tests.
 sys.path.insert(0, os.path.dirname(__file__))
 
+import json  # noqa: E402
 import re  # noqa: E402
 import subprocess  # noqa: E402
 
@@ -169,3 +170,24 @@ def make_batch(cfg, num_objs=(5, 4), seed=0):
     roi = torch.randn(sum(num_objs), dim, generator=g, requires_grad=True)
     union = torch.randn(sum(len(p) for p in pairs), dim, generator=g, requires_grad=True)
     return proposals, pairs, labels, binarys, roi, union
+
+
+# ---------------------------------------------------------------------------------------------
+# A tiny OpenCLIP architecture with random weights saved to a file: the real loading and encoding
+# code runs offline without any downloaded weights.
+
+TINY_CLIP_CFG = {"embed_dim": 16,
+                 "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+                 "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+def random_open_clip(folder, name, seed=0, embed_dim=16):
+    """Register the architecture ``name`` with OpenCLIP and save random weights for it: the path."""
+    import open_clip
+
+    (folder / f"{name}.json").write_text(json.dumps(dict(TINY_CLIP_CFG, embed_dim=embed_dim)))
+    open_clip.add_model_config(folder / f"{name}.json")
+    torch.manual_seed(seed)
+    path = folder / f"{name}_{seed}.pt"
+    torch.save(open_clip.create_model(name, pretrained=None).state_dict(), path)
+    return str(path)

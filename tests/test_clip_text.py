@@ -13,14 +13,12 @@ import torch
 
 open_clip = pytest.importorskip("open_clip")
 
+from conftest import TINY_CLIP_CFG, random_open_clip  # noqa: E402
 from sgg_plugins import cli  # noqa: E402
 from sgg_plugins.text import clip_text  # noqa: E402
 from sgg_plugins.text.clip_text import (CLIPUnavailableError, TextEmbeddingBank, load_clip,  # noqa: E402
                                         load_or_compute_bank, resolve_clip_weights)
 
-TINY_CFG = {"embed_dim": 16,
-            "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
 OBJ = ["__background__", "man", "horse", "shirt"]
 PRED = ["__background__", "riding", "wearing"]
 TRIPLETS = torch.tensor([[1, 1, 2], [1, 2, 3], [1, 1, 2]])  # a duplicate is fine
@@ -30,16 +28,8 @@ TRIPLETS = torch.tensor([[1, 1, 2], [1, 2, 3], [1, 1, 2]])  # a duplicate is fin
 def tiny(tmp_path_factory):
     """Register two tiny architectures and save random weights for them; returns the file paths."""
     folder = tmp_path_factory.mktemp("tiny_clip")
-    for name in ("sggp-tiny-clip", "sggp-tiny-clip-b"):
-        (folder / f"{name}.json").write_text(json.dumps(TINY_CFG))
-        open_clip.add_model_config(folder / f"{name}.json")
-    paths = {}
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        model = open_clip.create_model("sggp-tiny-clip", pretrained=None)
-        paths[seed] = str(folder / f"weights{seed}.pt")
-        torch.save(model.state_dict(), paths[seed])
-    return paths
+    random_open_clip(folder, "sggp-tiny-clip-b")
+    return {seed: random_open_clip(folder, "sggp-tiny-clip", seed) for seed in (0, 1)}
 
 
 @pytest.fixture
@@ -291,7 +281,7 @@ def test_embed_cli_from_class_lists(tiny, tmp_path, capsys):
 def save_model_folder(folder, weights_file):
     """An OpenCLIP model folder (open_clip_config.json + weights), as `local-dir:` loads it."""
     folder.mkdir()
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CFG, "preprocess_cfg": {}}))
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG, "preprocess_cfg": {}}))
     (folder / "open_clip_pytorch_model.bin").write_bytes(open(weights_file, "rb").read())
     return f"local-dir:{folder}"
 

@@ -1,7 +1,6 @@
 """CLIP predicate matching (seed 003 §3.2-3.3): the two-way cross entropy against a hand computation,
 the candidate table, edge cases, and the candidate text bank's cache and offline behaviour."""
 
-import json
 import math
 import time
 
@@ -191,23 +190,15 @@ def test_bad_settings_fail_with_one_clear_line():
 # The bank file: computed once with (tiny) CLIP, then loaded; offline failure names CLIPMATCH's keys.
 
 open_clip = pytest.importorskip("open_clip")
+from conftest import random_open_clip  # noqa: E402
 from sgg_plugins.text import candidates as candidates_module  # noqa: E402
 from sgg_plugins.text.clip_text import CLIPUnavailableError  # noqa: E402
 
-TINY_CFG = {"embed_dim": 16,
-            "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
 
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny_clip_candidates")
-    (folder / "sggp-tiny-clip-cand.json").write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(folder / "sggp-tiny-clip-cand.json")
-    torch.manual_seed(0)
-    path = str(folder / "weights.pt")
-    torch.save(open_clip.create_model("sggp-tiny-clip-cand", pretrained=None).state_dict(), path)
-    return path
+    return random_open_clip(tmp_path_factory.mktemp("tiny_clip_candidates"), "sggp-tiny-clip-cand")
 
 
 def test_bank_is_computed_once_then_loaded_and_matches_clip(tiny_weights, tmp_path, monkeypatch):

@@ -8,14 +8,13 @@ objective trains every predictor in PredCls with its loss in the host's log, eva
 to the vanilla host, and all five objectives train together on Motifs SGCls.
 """
 
-import json
 import math
 
 import pytest
 import torch
 
 from conftest import GT_MODES as MODES
-from conftest import (assert_identical_predictions, build_predictor, host_predictions, in_process_cfg,
+from conftest import (assert_identical_predictions, build_predictor, host_predictions, in_process_cfg, random_open_clip,
                       logged_losses, make_batch, needs_sgb, train_briefly)
 
 pytestmark = needs_sgb
@@ -103,21 +102,13 @@ def test_masked_context_ignores_other_objects_and_gradient_reaches_exactly_the_c
 
 open_clip = pytest.importorskip("open_clip")
 
-TINY_CLIP = {"embed_dim": 32,
-             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-             "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
 
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
     """(model name, weights file): a small OpenCLIP architecture with random weights saved locally."""
-    folder = tmp_path_factory.mktemp("clip")
-    (folder / "sggp-host-tiny-clip-cm.json").write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(folder / "sggp-host-tiny-clip-cm.json")
-    torch.manual_seed(0)
-    weights = folder / "random_clip.pt"
-    torch.save(open_clip.create_model("sggp-host-tiny-clip-cm", pretrained=None).state_dict(), weights)
-    return "sggp-host-tiny-clip-cm", str(weights)
+    return "sggp-host-tiny-clip-cm", random_open_clip(tmp_path_factory.mktemp("clip"), "sggp-host-tiny-clip-cm",
+                                                      embed_dim=32)
 
 
 def dataset_files(synthetic_vg):

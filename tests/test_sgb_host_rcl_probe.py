@@ -4,32 +4,24 @@ The text embeddings come the way the README tells users to make them: `sgg-plugi
 dataset's files, with a small OpenCLIP model whose random weights are saved to a local checkpoint.
 """
 
-import json
 import math
 
 import pytest
-import torch
 
-from conftest import assert_identical_predictions, host_predictions, logged_losses, needs_sgb, train_briefly
+from conftest import (assert_identical_predictions, host_predictions, logged_losses, needs_sgb, random_open_clip,
+                      train_briefly)
 from sgg_plugins import cli
 
 pytestmark = needs_sgb
 open_clip = pytest.importorskip("open_clip")
 
-TINY_CLIP = {"embed_dim": 32,
-             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-             "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
 
 
 @pytest.fixture(scope="module")
 def embeddings(synthetic_vg, tmp_path_factory):
     """(opts for MODEL.RCL, path) with embeddings computed once by `sgg-plugins embed`."""
     folder = tmp_path_factory.mktemp("clip")
-    (folder / "sggp-host-tiny-clip.json").write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(folder / "sggp-host-tiny-clip.json")
-    torch.manual_seed(0)
-    weights = folder / "random_clip.pt"
-    torch.save(open_clip.create_model("sggp-host-tiny-clip", pretrained=None).state_dict(), weights)
+    weights = random_open_clip(folder, "sggp-host-tiny-clip", embed_dim=32)
     out = folder / "text_embeddings.pt"
     assert cli.main(["embed", "--dict-file", str(synthetic_vg / "VG-SGG-dicts-with-attri.json"),
                      "--roidb-file", str(synthetic_vg / "VG-SGG-with-attri.h5"),

@@ -42,6 +42,7 @@ class RegularizedPredictorMixin:
         # Once the host's modules exist: where dropout may happen, so that an objective can ask
         # whether dropout ran in the part of the predictor it reruns.
         self._dropout_sites = [m for m in dropout_sites(self) if not _inside(self.sgg_plugins, m)]
+        self._relation_head_inputs = {}  # lent by the relation head for one training forward
 
     @contextlib.contextmanager
     def relation_head_inputs(self, head, targets):
@@ -96,7 +97,7 @@ class RegularizedPredictorMixin:
                     rel_logits=torch.cat(rel_dists, 0),
                     dropout_ran=functools.partial(_any_called, dropped),
                     extra_pass=functools.partial(self._extra_pass, forests),
-                    shared=dict(getattr(self, "_relation_head_inputs", {})))
+                    shared=dict(self._relation_head_inputs))
         for objective in objectives:
             add_losses.update(objective.losses(step))
         return obj_dists, rel_dists, add_losses

@@ -37,9 +37,9 @@ from ....regularizers.align import (
     supervised_alignment_loss,
     untied_linear_copy,
 )
+from ....config import ConfigError
 from ...hooks import Tap, capture, has_path, map_floating, overridden_method, replace_outputs, resolve
 from ..specs import CONTEXTS
-from ....config import ConfigError
 from .base import SGBObjective, require
 
 
@@ -110,13 +110,12 @@ class AlignObjective(SGBObjective):
         spec = predictor.spec
         shared = tuple(f"context_layer.{m}" for m in self.context.modules) if self.context else ()
         shared += spec.refinement
-        if self.cfg.HEAD == "untied_mlp":
-            shared += spec.pair_feature_feeders.get(self.pair_feature, ())
-        head = spec.head
-        if self.cfg.HEAD == "untied_mlp":
-            head = ()
+        if self.cfg.HEAD == "untied_mlp":  # the MLP replaces the head; what feeds its pair input runs
+            head = spec.pair_feature_feeders.get(self.pair_feature, ())
         elif self.cfg.HEAD == "untied_linear":
-            head = tuple(p for p in head if p not in self.logit_layers)
+            head = tuple(p for p in spec.head if p not in self.logit_layers)
+        else:
+            head = spec.head
         return tuple(p for p in shared + head if has_path(predictor, p))
 
     # ------------------------------------------------------------------ the loss
