@@ -159,15 +159,23 @@ def _check_ranges(name, arrays):
                                                "inside its own image's boxes")
 
 
-def _load_dicts(path):
+def _read_json(path, catalog_field):
+    """(content, None), or (None, the failing Finding) for a missing or unreadable file."""
     name = os.path.basename(path)
     if not os.path.isfile(path):
-        return None, Finding(FAIL, name, f"{path} does not exist: fix dict_file in PATHS_CATALOG")
+        return None, Finding(FAIL, name, f"{path} does not exist: fix {catalog_field} in PATHS_CATALOG")
     try:
         with open(path) as f:
-            info = json.load(f)
+            return json.load(f), None
     except (OSError, ValueError) as error:
         return None, Finding(FAIL, name, f"is not readable JSON ({error}); {REGENERATE}")
+
+
+def _load_dicts(path):
+    name = os.path.basename(path)
+    info, failure = _read_json(path, "dict_file")
+    if failure:
+        return None, failure
     missing = [k for k in ("label_to_idx", "predicate_to_idx", "attribute_to_idx") if k not in info]
     if missing:
         return None, Finding(FAIL, name, f"has no {', '.join(missing)}: not an SGB VG-SGG dicts file")
@@ -202,13 +210,9 @@ def _check_classes(name, dict_name, arrays, info, class_counts):
 
 def _load_image_list(path, num_images):
     name = os.path.basename(path)
-    if not os.path.isfile(path):
-        return None, Finding(FAIL, name, f"{path} does not exist: fix image_file in PATHS_CATALOG")
-    try:
-        with open(path) as f:
-            entries = json.load(f)
-    except (OSError, ValueError) as error:
-        return None, Finding(FAIL, name, f"is not readable JSON ({error}); {REGENERATE}")
+    entries, failure = _read_json(path, "image_file")
+    if failure:
+        return None, failure
     kept = [e for e in entries if f"{e['image_id']}.jpg" not in HOST_SKIPPED_FILES]
     if len(kept) != num_images:
         return None, Finding(FAIL, name, f"lists {len(kept)} usable images but the h5 has {num_images}: SGB pairs "
