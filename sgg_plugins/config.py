@@ -54,9 +54,10 @@ ALIGN_DEFAULTS = dict(
     # host's Motifs represents a pair before post_cat.
     HEAD_HIDDEN_DIM=0,
     LOSS="kl",  # "kl": self-supervised alignment (SSA); "supervised": Table 3 'SA'
-    # Weight of the mirror's cross-entropy under LOSS supervised: "plug the same supervised loss in
+    # Weight of the mirror's supervised loss under LOSS supervised: "plug the same supervised loss in
     # the mirrored relation predictor" (§4.3), i.e. at the host's own relation-loss weight (SGB
-    # sums loss_rel unweighted: 1.0), not lambda.
+    # sums loss_rel unweighted: 1.0; on SGTR it multiplies the host's weighted criterion terms), not
+    # lambda.
     SUPERVISED_WEIGHT=1.0,
     TARGET="original",
     # KL(P_orig || P_masked), the original as reference distribution, as §3.1.2's text says ("we

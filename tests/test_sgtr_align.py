@@ -1,6 +1,7 @@
 """MODEL.ALIGN in its SGTR form, without the host: against ``fake_sgtr`` (SGTR's module layout and
 call signatures), the attention-logit masks, exactly which parameters the alignment loss trains,
-the dropout-free target, eval and the host's losses untouched, and the config on SGTR's object."""
+the dropout-free target, Table 3's supervised alignment (the host's criterion on the mirror), eval
+and the host's losses untouched, and the config on SGTR's object."""
 
 import pytest
 import torch
@@ -128,10 +129,11 @@ def test_losses_are_weighted_kls_at_the_last_layer_bernoulli_for_the_focal_predi
         captured = {}
         original = plugin._structural_decoder_pass
 
-        def spy(record, heads, masks):
-            logits = original(record, heads, masks)
-            captured["mirror" if masks else "target"] = [t.detach() for t in logits]
-            return logits
+        def spy(record, masks):
+            features = original(record, masks)
+            heads = plugin.mirror_heads() if masks else plugin.original_heads()
+            captured["mirror" if masks else "target"] = [head(f).detach() for head, f in zip(heads, features)]
+            return features
 
         plugin._structural_decoder_pass = spy
         out = model(*batch())
@@ -142,8 +144,9 @@ def test_losses_are_weighted_kls_at_the_last_layer_bernoulli_for_the_focal_predi
         assert captured["mirror"][0].shape[-1] == model.rel_class_embed.out_features
 
 
-def test_host_losses_and_eval_outputs_are_unchanged():
-    plain, _ = _model(seed=3, WEIGHT=10.0)
+@pytest.mark.parametrize("loss", ["kl", "supervised"])
+def test_host_losses_and_eval_outputs_are_unchanged(loss):
+    plain, _ = _model(seed=3, WEIGHT=10.0, LOSS=loss)
     reference = FakeSGTR()
     reference.load_state_dict({k: v for k, v in plain.state_dict().items() if not k.startswith("sgg_plugins.")})
     reference.train()
@@ -151,7 +154,9 @@ def test_host_losses_and_eval_outputs_are_unchanged():
     with_plugin = plain(*batch())
     torch.manual_seed(7)
     vanilla = reference(*batch())
-    assert set(with_plugin) - set(vanilla) == set(ALIGN_KEYS)
+    added = set(ALIGN_KEYS) if loss == "kl" else {f"loss_align_sup_{k[len('loss_'):]}" for k in vanilla
+                                                  if k.startswith("loss_")}
+    assert set(with_plugin) - set(vanilla) == added
     assert all(torch.equal(with_plugin[k], vanilla[k]) for k in vanilla)
     plain.eval()
     reference.eval()
@@ -194,6 +199,107 @@ def test_masked_decoders_key_selects_the_cross_attention_blocks(which, count):
 
 
 # ----------------------------------------------------------------------------------------------
+# LOSS supervised (Table 3 "SA"): the host's relation criterion on the mirror
+
+
+# What the mirror reruns and trains under LOSS supervised besides the structural decoder and the
+# class heads: the host's box and relation-vector heads, which turn its features into the boxes
+# and vectors the criterion matches and regresses.
+SHARED_BOX_HEADS = ("rel_vector_embed.", "relation_decoder.sub_bbox_embed.", "relation_decoder.obj_bbox_embed.")
+
+
+def _criterion_calls(model):
+    """Every call of the host's relation criterion: (predictions dict, targets, kwargs, losses)."""
+    calls = []
+    model.rel_criterion.register_forward_hook(
+        lambda m, args, kwargs, out: calls.append((dict(args[0]), args[1], kwargs, out[0])), with_kwargs=True)
+    return calls
+
+
+def _supervised_keys(host_losses):
+    return {f"loss_align_sup_{k[len('loss_'):]}": k for k in host_losses if k.startswith("loss_")}
+
+
+@pytest.mark.parametrize("focal", [True, False])
+def test_supervised_alignment_is_the_hosts_criterion_on_the_mirrors_predictions(focal):
+    model, plugin = _model(focal=focal, LOSS="supervised", SUPERVISED_WEIGHT=2.0)
+    calls = _criterion_calls(model)
+    out = model(*batch())
+    (host_predictions, targets, host_kwargs, host_terms), (mirror_predictions, mirror_targets, mirror_kwargs, _) = calls
+    # called the way the host calls it: the same targets and entity matching, the last level only
+    assert mirror_targets is targets and mirror_kwargs == host_kwargs == {"det_match_res": None}
+    assert set(mirror_predictions) == set(host_predictions) and "aux_outputs" not in mirror_predictions
+    # one loss per host loss term, the host's weight times SUPERVISED_WEIGHT; the metrics are left out
+    keys = _supervised_keys(host_terms)
+    assert set(k for k in out if k.startswith("loss_align")) == set(keys)
+    assert ("loss_rel_focal" if focal else "loss_rel_ce") in keys.values()
+    with torch.no_grad():
+        direct, _ = model.rel_criterion({k: v.detach() for k, v in mirror_predictions.items()}, targets,
+                                        det_match_res=None)
+    for key, term in keys.items():
+        assert torch.isfinite(out[key]) and out[key].requires_grad
+        assert torch.allclose(out[key], 2.0 * model.weight_dict[term] * direct[term]), key
+    # the relation decoder's predictions are the mirror's own, the entity detector's the clean pass's
+    for key, value in mirror_predictions.items():
+        if key in ("pred_logits", "pred_boxes"):
+            assert torch.equal(value, host_predictions[key]) and not value.requires_grad
+        else:
+            assert not torch.allclose(value, host_predictions[key]), key
+
+
+def test_supervised_alignment_without_masks_and_with_tied_heads_is_the_hosts_own_loss():
+    """A hand check of the whole chain: with p = 0, tied heads and no dropout anywhere, the mirror
+    is the clean pass, so each supervised term is the host's own term times SUPERVISED_WEIGHT."""
+    model, plugin = _model(MASK_PROB=0.0, HEAD="tied", LOSS="supervised", SUPERVISED_WEIGHT=3.0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(module, torch.nn.MultiheadAttention):
+            module.dropout = 0.0
+    out = model(*batch())
+    keys = _supervised_keys(k for k in out if not k.startswith("loss_align"))
+    assert len(keys) == 6 and set(keys) <= set(out)
+    for key, term in keys.items():
+        assert torch.allclose(out[key], 3.0 * out[term], rtol=1e-5, atol=1e-6), key
+
+
+def test_supervised_alignment_runs_the_mirror_alone_and_keeps_the_criterions_state():
+    model, plugin = _model(LOSS="supervised")
+    passes = []
+    original = plugin._structural_decoder_pass
+    plugin._structural_decoder_pass = lambda record, masks: passes.append((masks, torch.is_grad_enabled())) or \
+        original(record, masks)
+    decoder_runs = []
+    model.relation_decoder.register_forward_hook(lambda *a: decoder_runs.append(1))
+    host_cache = []
+    model.rel_criterion.register_forward_hook(lambda m, a, o: host_cache.append(m.entities_match_cache))
+    model(*batch())
+    # no target pass (no KL): the host's pass and the masked mirror with gradient, nothing else
+    assert passes == [(True, True)] and len(decoder_runs) == 2
+    # the host's evaluation reads the criterion's match cache: it is the host's call's again
+    assert model.rel_criterion.entities_match_cache is host_cache[0] is not host_cache[1]
+
+
+@pytest.mark.parametrize("head", ["untied_linear", "tied"])
+def test_supervised_gradient_reaches_exactly_the_structural_decoder_and_the_heads_the_mirror_uses(head):
+    model, _ = _model(HEAD=head, LOSS="supervised")
+    out = model(*batch())
+    sum(v for k, v in out.items() if k.startswith("loss_align")).backward()
+    names = dict(model.named_parameters())
+    class_heads = ("sgg_plugins.",) if head == "untied_linear" else (
+        "rel_class_embed.", "relation_decoder.sub_class_embed.", "relation_decoder.obj_class_embed.")
+    expected = {n for n in names if n.startswith(STRUCTURAL_DECODER + class_heads + SHARED_BOX_HEADS)}
+    touched = {n for n, p in names.items() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert touched == expected
+    for name, p in names.items():
+        if name not in expected:
+            assert p.grad is None or torch.count_nonzero(p.grad) == 0, name
+    # the gradient stops at the decoder's inputs: encoder, query generator, entity detector
+    assert {"relation_decoder.encoder.0.weight", "relation_decoder.rel_q_gen.weight", "entity_decoder.0.weight",
+            "class_embed.weight", "bbox_embed.weight", "backbone.weight"}.isdisjoint(touched)
+
+
+# ----------------------------------------------------------------------------------------------
 # config on SGTR's config object
 
 
@@ -215,7 +321,8 @@ def test_align_node_is_registered_on_the_hosts_config_with_sgtr_defaults():
 
 @pytest.mark.parametrize("key, value, message", [
     ("HEAD", "untied_mlp", "MODEL.ALIGN.HEAD = 'untied_mlp' is not available on SGTR"),
-    ("LOSS", "supervised", "MODEL.ALIGN.LOSS = 'supervised' is not available on SGTR"),
+    ("LOSS", "contrastive", "MODEL.ALIGN.LOSS = 'contrastive' is not allowed"),
+    ("SUPERVISED_WEIGHT", -1.0, "MODEL.ALIGN.SUPERVISED_WEIGHT = -1.0 is not allowed"),
     ("MASKED_DECODERS", "all", "MODEL.ALIGN.MASKED_DECODERS = 'all' is not allowed"),
     ("MASK_PROB", 1.5, "MODEL.ALIGN.MASK_PROB = 1.5 is not allowed"),
 ])
@@ -247,7 +354,9 @@ def test_build_model_is_validated_then_gets_the_objective_only_when_enabled():
     assert not hasattr(net.build_model(config), "sgg_plugins")
     config.MODEL.ALIGN.ENABLED = True
     assert hasattr(net.build_model(config), "sgg_plugins")
+    config.MODEL.ALIGN.LOSS = "supervised"
+    assert net.build_model(config).sgg_plugins.supervised
     config.MODEL.ALIGN.HEAD = "untied_mlp"
     with pytest.raises(ConfigError, match="MODEL.ALIGN.HEAD"):
         net.build_model(config)
-    assert len(built) == 2  # the bad config never reached the host's build
+    assert len(built) == 3  # the bad config never reached the host's build

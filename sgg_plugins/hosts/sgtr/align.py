@@ -26,12 +26,27 @@ On every training forward of SGTR's meta-architecture (``OneStageEncDecVRD``):
    on VG (``MODEL.REL_DETR.FOCAL_LOSS.ENABLED``): its distribution is a Bernoulli per class; the
    subject and object classifiers are softmax over the object classes and no-object.
 
+``MODEL.ALIGN.LOSS supervised`` is Table 3's "SA": "we construct a supervised relation alignment
+module by following the exact same setting as the self-supervised alignment module except that we
+remove the KL divergence loss and plug the same supervised loss in the mirrored relation predictor"
+(§4.3), "two supervised classification losses on the original and mirrored predictors
+respectively" (Table 3). Step 2 is skipped (without a KL there is no target); step 3 is unchanged;
+step 4 is the host's own relation criterion (``rel_criterion``: its Hungarian matcher, the focal
+predicate loss, the relation-vector and the subject / object box and class losses, and the indexing
+loss where the entity indexing is learned) called on the mirror's last-level predictions exactly as
+the host calls it on its own, each term weighted as the host weights it, times
+``SUPERVISED_WEIGHT``, added as ``loss_align_sup_<term>``. The mirror's boxes and relation vector
+come from the host's (shared) box and vector heads on the mirror's features, its entity indexing
+from the host's graph assembling on its predictions; only the entity detector's outputs, which the
+mirror does not rerun, are the clean pass's (detached).
+
 In eval mode nothing of this runs: the hooks return at once and the model's outputs are the host's.
 The plug-in's parameters live under ``sgg_plugins.*`` (no ``class_embed`` / ``bbox_embed`` in their
 names, which SGTR's resume-time weight mapping would rewrite).
 """
 
 import contextlib
+import inspect
 import logging
 
 import torch
@@ -56,6 +71,10 @@ DECODER_STACKS = {
 }
 DEFAULT_MASKED_DECODERS = "structural"
 TARGETS = ("predicate", "subject", "object")
+# What the host's relation criterion reads besides the relation decoder's predictions: the entity
+# detector's outputs (and precomputed proposals where a config loads them). The mirror does not rerun
+# the entity detector, so these are the clean pass's, detached like the mirror's other inputs.
+ENTITY_DETECTOR_PREDICTIONS = ("pred_logits", "pred_boxes", "precompute_prop")
 
 
 def cross_attention_blocks(relation_decoder, masked_decoders):
@@ -125,6 +144,8 @@ class SGTRAlignment(nn.Module):
                               "entity-aware decoder: set MODEL.REL_DETR.ENTITIES_AWARE_HEAD.ENABLED and CROSS_DECODER True")
         self.p = float(align_cfg.MASK_PROB)
         self.weight = float(align_cfg.WEIGHT)
+        self.supervised = align_cfg.LOSS == "supervised"
+        self.supervised_weight = float(align_cfg.SUPERVISED_WEIGHT)
         self.direction = align_cfg.KL_DIRECTION
         self.reduction = align_cfg.KL_REDUCTION
         self.tied = align_cfg.HEAD == "tied"
@@ -198,7 +219,30 @@ class SGTRAlignment(nn.Module):
         stack.enter_context(overridden_method(decoder, "query_tgt_initialization", query_tgt_initialization))
         handle = decoder.register_forward_hook(call_hook, with_kwargs=True)
         stack.callback(handle.remove)
+        if self.supervised:
+            self._record_supervision(model, record, stack)
         self.clean = (record, stack)
+
+    @staticmethod
+    def _record_supervision(model, record, stack):
+        """What the mirror's supervised loss needs from the host's pass: the image sizes and entity
+        features its graph assembling reads (the arguments of ``predict_rel_ent_semantics``) and the
+        host's own call of its relation criterion (a copy of the predictions dict as the criterion
+        saw it: the host adds ``aux_outputs`` to the same dict afterwards)."""
+        original_semantics = model.predict_rel_ent_semantics
+        semantics_signature = inspect.signature(original_semantics)
+
+        def predict_rel_ent_semantics(*a, **k):
+            record["semantics"] = semantics_signature.bind(*a, **k).arguments
+            return original_semantics(*a, **k)
+
+        def criterion_pre_hook(module, call_args, call_kwargs):
+            predictions, *rest = call_args
+            record["criterion_call"] = (dict(predictions), tuple(rest), dict(call_kwargs))
+
+        stack.enter_context(overridden_method(model, "predict_rel_ent_semantics", predict_rel_ent_semantics))
+        handle = model.rel_criterion.register_forward_pre_hook(criterion_pre_hook, with_kwargs=True)
+        stack.callback(handle.remove)
 
     def _after_host_forward(self, model, args, output):
         if self.clean is None:
@@ -212,15 +256,16 @@ class SGTRAlignment(nn.Module):
         return output
 
     # ------------------------------------------------------------------ passes
-    def _structural_decoder_pass(self, record, heads, masks):
+    def _structural_decoder_pass(self, record, masks):
         """The relation decoder on the clean pass's detached inputs, with its encoder output and
         initial queries replayed (detached), dropout off and, when ``masks``, masked cross-attention.
-        Returns the last layer's (predicate, subject, object) logits through ``heads``."""
+        Returns the last decoder level's (predicate, subject, object) features."""
         decoder = self.host.relation_decoder
         call_args, call_kwargs = _detached(record["call"])
         encoder_output = _detached(record["encoder"])
         queries = _detached(record["queries"])
         queries_cache = _detached(record["queries_cache"])
+        saved_cache = decoder.queries_cache
 
         def replay_queries(*a, **k):
             decoder.queries_cache = dict(queries_cache)  # reset_tgt() reads the initial targets from it
@@ -232,21 +277,25 @@ class SGTRAlignment(nn.Module):
             stack.enter_context(dropout_disabled(decoder))
             if masks:
                 stack.enter_context(masked_cross_attention(self.blocks, self.p))
-            rel_rep, (sub_rep, obj_rep, _), _ = decoder(*call_args, **call_kwargs)
-        features = (rel_rep.feature[-1], sub_rep.feature[-1], obj_rep.feature[-1])
-        return [head(feature) for head, feature in zip(heads, features)]
+            try:
+                rel_rep, (sub_rep, obj_rep, _), _ = decoder(*call_args, **call_kwargs)
+            finally:
+                decoder.queries_cache = saved_cache  # the host's dynamic-query output reads it
+        return rel_rep.feature[-1], sub_rep.feature[-1], obj_rep.feature[-1]
 
     def losses(self, record):
-        """``loss_align_{predicate,subject,object}``, each λ · KL(target || mirror) at the last layer."""
         self._copy_heads_once()
-        decoder = self.host.relation_decoder
-        saved_cache = decoder.queries_cache
-        try:
-            with torch.no_grad():
-                targets = self._structural_decoder_pass(record, self.original_heads(), masks=False)
-            mirrors = self._structural_decoder_pass(record, self.mirror_heads(), masks=True)
-        finally:
-            decoder.queries_cache = saved_cache  # the host's dynamic-query output reads it
+        if self.supervised:
+            return self._supervised_losses(record)
+        return self._kl_losses(record)
+
+    def _kl_losses(self, record):
+        """``loss_align_{predicate,subject,object}``, each λ · KL(target || mirror) at the last layer."""
+        with torch.no_grad():
+            targets = [head(feature) for head, feature in
+                       zip(self.original_heads(), self._structural_decoder_pass(record, masks=False))]
+        mirrors = [head(feature) for head, feature in
+                   zip(self.mirror_heads(), self._structural_decoder_pass(record, masks=True))]
         distributions = (self.predicate_distribution, "softmax", "softmax")
         return {
             f"loss_align_{name}": self.weight * alignment_kl(mirror, target, direction=self.direction,
@@ -254,14 +303,83 @@ class SGTRAlignment(nn.Module):
             for name, mirror, target, distribution in zip(TARGETS, mirrors, targets, distributions)
         }
 
+    def _mirror_predictions(self, record):
+        """The mirror's last-level predictions in the form the host's relation criterion reads.
+
+        As the host's forward builds its own (``OneStageEncDecVRD.forward`` and
+        ``predict_rel_ent_semantics``): the predicate logits and the sigmoid relation vector from
+        the relation features, the subject / object logits and sigmoid boxes from the entity-aware
+        features, their box centres as ``pred_ent_rel_vec``, and the host's ``graph_assembling``
+        for the entity indexing. The class logits go through the mirror's heads; the box and
+        vector heads are the host's own.
+        """
+        model = self.host
+        relation, subject, obj = self._structural_decoder_pass(record, masks=True)
+        predicate_head, subject_head, object_head = self.mirror_heads()
+        host_predictions, _, _ = record["criterion_call"]
+        predictions = {k: _detached(v) for k, v in host_predictions.items() if k in ENTITY_DETECTOR_PREDICTIONS}
+        subject_box = model.sub_bbox_embed[-1](subject).sigmoid()
+        object_box = model.obj_bbox_embed[-1](obj).sigmoid()
+        predictions.update({
+            "pred_rel_logits": predicate_head(relation),
+            "pred_rel_vec": model.rel_vector_embed(relation).sigmoid(),
+            "pred_rel_obj_logits": object_head(obj),
+            "pred_rel_obj_box": object_box,
+            "pred_rel_sub_logits": subject_head(subject),
+            "pred_rel_sub_box": subject_box,
+            "pred_ent_rel_vec": torch.cat((subject_box[..., :2], object_box[..., :2]), dim=-1),
+        })
+        if model.entities_indexing_heads is not None:
+            semantics = record["semantics"]
+            sub_indexing, obj_indexing, sub_indexing_rule, obj_indexing_rule = model.graph_assembling(
+                predictions, semantics["image_sizes"], _detached(semantics["ent_hs"][-1]), subject, obj)
+            predictions.update({
+                "sub_entities_indexing": sub_indexing,
+                "obj_entities_indexing": obj_indexing,
+                "sub_ent_indexing_rule": sub_indexing_rule,
+                "obj_ent_indexing_rule": obj_indexing_rule,
+            })
+        return predictions
+
+    def _supervised_losses(self, record):
+        """Table 3 "SA": ``loss_align_sup_<term>`` for each loss term of the host's relation
+        criterion on the mirror's predictions, weighted as the host weights it (``weight_dict``),
+        times ``SUPERVISED_WEIGHT``.
+
+        The criterion is called as the host calls it (the same targets and entity matching), on the
+        last level only: "we only apply the alignment loss at the last layer" (§3.2), and SA follows
+        "the exact same setting as the self-supervised alignment module". Its logged metrics
+        (class errors, indexing accuracies) are not losses and are left out. The criterion keeps
+        state between calls that the host's evaluation reads (its entity match cache): that state is
+        put back as the host's own call left it.
+        """
+        model = self.host
+        criterion = model.rel_criterion
+        _, rest, call_kwargs = record["criterion_call"]
+        predictions = self._mirror_predictions(record)
+        host_state = {k: v for k, v in vars(criterion).items() if not k.startswith("_")}
+        try:
+            terms, _ = criterion(predictions, *rest, **call_kwargs)
+        finally:
+            vars(criterion).update(host_state)
+        losses = {}
+        for name, value in terms.items():
+            if name.startswith("loss_"):
+                weighted = value * model.weight_dict[name] if name in model.weight_dict else value  # as loss_eval
+                losses[f"loss_align_sup_{name[len('loss_'):]}"] = self.supervised_weight * weighted
+        return losses
+
 
 def attach_alignment(model, align_cfg):
     """Add :class:`SGTRAlignment` to SGTR's built model as ``model.sgg_plugins``. Returns it."""
     masked = align_cfg.get("MASKED_DECODERS", DEFAULT_MASKED_DECODERS)
     plugin = SGTRAlignment(model, align_cfg, masked)
     model.add_module(PLUGIN_MODULE_NAME, plugin)
+    if plugin.supervised:
+        loss = f"the host's relation criterion on the mirror (Table 3 'SA'), x{plugin.supervised_weight:g}"
+    else:
+        loss = f"KL (predicate {plugin.predicate_distribution}), λ={plugin.weight:g}"
     logging.getLogger("sgg_plugins").info(
-        "sgg-plugins: MODEL.ALIGN on SGTR: masks (p=%g) on %d cross-attention blocks (%s), %s heads, λ=%g, "
-        "predicate KL %s", plugin.p, len(plugin.blocks), masked, "tied" if plugin.tied else "untied linear",
-        plugin.weight, plugin.predicate_distribution)
+        "sgg-plugins: MODEL.ALIGN on SGTR: masks (p=%g) on %d cross-attention blocks (%s), %s heads, %s",
+        plugin.p, len(plugin.blocks), masked, "tied" if plugin.tied else "untied linear", loss)
     return plugin
