@@ -1,10 +1,12 @@
 """``sgg-plugins report``: tables, paired significance tests and plots from finished bench runs.
 
-Reads, for every ``<bench>/<variant>/seed<k>/`` folder, the host's own evaluation output
-(``inference/<test set>/result_dict.pytorch``), its training log (``log.txt``), its saved
-``config.yml`` and ``run.json``; nothing the host's evaluator computed is computed again. Writes
-into ``--out`` (every path in them relative to the bench folder, so a report reads the same when
-the folder moves):
+Reads, for every ``<bench>/<variant>/seed<k>/`` folder, the host's own evaluation output, its
+training losses and schedule, and ``run.json``; nothing the host's evaluator computed is computed
+again. Where these are depends on the host (``bench.json``'s ``host``): SGB's
+``inference/<test set>/result_dict.pytorch``, ``log.txt`` and ``config.yml``
+(``results.SgbOutputs``), SGTR's ``result_dict.pytorch`` with ``evaluation_res.txt``,
+``metrics.json`` and ``config.json`` (``results_sgtr.SgtrOutputs``). Writes into ``--out`` (every
+path in them relative to the bench folder, so a report reads the same when the folder moves):
 
 - ``report.md``: R@K, mR@K, F@K (harmonic mean of R@K and mR@K), ng-mR@K, zR@K as mean ± sample
   standard deviation (ddof = 1) over seeds, in percent; the noise floor (the difference a paired
@@ -22,12 +24,15 @@ and one the host may have computed from cached predictions (``TEST.ALLOW_LOAD_FR
 False and no cleared cache recorded) is flagged.
 
 Head/body/tail: predicates are ranked by their number of training samples, counted from the
-dataset h5 (``--vg-h5``, or the synthetic dataset named by the bench's ``PATHS_CATALOG``); the
-host's ``*_statistics.cache`` is only a flagged fallback, because the host builds it with
-``filter_non_overlap=True``. By default the most frequent third of the predicate classes is
-*head*, the least frequent third *tail*, the rest *body* (``--head-frac`` / ``--tail-frac``; ties
-keep predicate order). ``--head-above`` / ``--tail-below`` split by training counts instead, and
-``--split-file`` gives the groups explicitly, e.g. the fixed VG150 split used by BGNN and SGTR.
+dataset h5 (``--vg-h5``, or the synthetic dataset named by the bench's ``PATHS_CATALOG``, or SGTR's
+``--vg-dir``); the host's ``*_statistics.cache`` is only a flagged fallback, because the hosts
+count it over overlapping pairs only. By default the most frequent third of the predicate classes
+is *head*, the least frequent third *tail*, the rest *body* (``--head-frac`` / ``--tail-frac``;
+ties keep predicate order); SGTR runs instead default to the host's own split
+(``LONGTAIL_PART_DICT`` in their ``config.json``, the fixed VG150 split of BGNN and SGTR) when it
+has one entry per predicate, so the report's head/body/tail mR@100 are the host's "longtail part
+recall". ``--head-above`` / ``--tail-below`` split by training counts instead, and ``--split-file``
+gives the groups explicitly.
 """
 
 import csv
@@ -40,22 +45,14 @@ import sys
 from pathlib import Path
 
 from .results import (
-    HOST_LOG_PERIOD,
     HOST_NUM_VAL_IMAGES,
-    TRAIN_LOG,
     ResultError,
     check_evaluation_freshness,
     count_predicates_in_h5,
-    dataset_from_catalog,
-    find_result_dicts,
     find_statistics_cache,
-    load_torch_file,
-    read_metrics,
+    host_outputs,
     read_predicate_statistics,
-    read_schedule,
-    read_training_losses,
 )
-from .runner import opts_to_dict
 
 GROUPS = ("head", "body", "tail")
 # Metric families of the main table, as in the papers' tables; others go to the CSV / JSON only.
@@ -271,8 +268,17 @@ def load_plan(bench_dir, only_variants=None):
     return variants, seeds, baseline, plan
 
 
-def read_run(run_dir, dataset):
-    """Status, host metrics, losses, schedule and timings of one run folder.
+def bench_host(bench_dir, plan):
+    """The host that made the runs: ``bench.json``'s ``host`` (SGB when a bench.json predates SGTR support),
+    else SGTR when a run folder holds SGTR's ``config.json`` and ``metrics.json``."""
+    if plan:
+        return plan.get("host", "sgb")
+    sgtr = any((d / "config.json").is_file() and (d / "metrics.json").is_file() for d in bench_dir.glob("*/seed*"))
+    return "sgtr" if sgtr else "sgb"
+
+
+def read_run(run_dir, dataset, outputs):
+    """Status, host metrics, losses, schedule and timings of one run folder, read by the host's ``outputs``.
 
     A result file older than the run's test stage is refused (status ``stale``); one the host may
     have computed from cached predictions is kept but flagged (see ``check_evaluation_freshness``).
@@ -282,9 +288,7 @@ def read_run(run_dir, dataset):
     if not run_dir.is_dir():
         run["note"] = "not run"
         return run
-    if (run_dir / TRAIN_LOG).exists():
-        run["losses"] = read_training_losses(run_dir / TRAIN_LOG)
-        run["schedule"] = read_schedule(run_dir)
+    run["losses"], run["schedule"] = outputs.read_training(run_dir)
     record = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else None
     if record:
         run["seconds"] = {stage: entry.get("seconds") for stage, entry in record.get("stages", {}).items()}
@@ -295,11 +299,11 @@ def read_run(run_dir, dataset):
         run["note"] = f"{stage} {entry.get('status', 'unfinished')}" + (
             f" (return code {entry['returncode']})" if entry.get("returncode") is not None else "")
         return run
-    result_files = find_result_dicts(run_dir)
+    result_files = outputs.find_results(run_dir)
     if dataset is not None:
         result_files = {name: path for name, path in result_files.items() if name == dataset}
     if not result_files:
-        run["note"] = "no inference/<test set>/result_dict.pytorch" + (f" for {dataset}" if dataset else "")
+        run["note"] = f"no result file ({outputs.result_description})" + (f" for {dataset}" if dataset else "")
         return run
     if len(result_files) > 1:
         raise ReportError(f"{run_dir} has results for several test sets ({', '.join(result_files)}); choose one with --dataset")
@@ -309,17 +313,17 @@ def read_run(run_dir, dataset):
     if verdict == "stale":
         run.update(status="stale", note=note)
         return run
-    run.update(status="done", test_set=test_set, flag=note, result=read_metrics(load_torch_file(path), source=str(path)))
+    run.update(status="done", test_set=test_set, flag=note, result=outputs.read_result(path))
     return run
 
 
-def predicate_statistics(args, bench_dir, plan, run_dirs):
+def predicate_statistics(args, bench_dir, plan, run_dirs, outputs):
     """``(names, counts, source, how)`` of the training predicates, or ``(None, None, None, reason)``.
 
     Counts come, in this order, from ``--statistics`` (a host cache named explicitly), ``--vg-h5``,
-    the dataset of the bench's ``PATHS_CATALOG`` when it is a synthetic dataset's catalog, and
-    only then from a host ``*_statistics.cache`` in a run folder, which is flagged: the host builds
-    it with ``filter_non_overlap=True``, so it leaves out images whose related boxes never overlap.
+    the bench's own dataset (SGB: a synthetic dataset's ``PATHS_CATALOG``; SGTR: ``--vg-dir``), and
+    only then from a host ``*_statistics.cache`` in a run folder, which is flagged: the hosts count
+    it over overlapping pairs only, which leaves out relations whose boxes never overlap.
     """
     if args.statistics:
         return (*read_predicate_statistics(args.statistics), args.statistics, "the host's statistics cache")
@@ -328,8 +332,7 @@ def predicate_statistics(args, bench_dir, plan, run_dirs):
             raise ReportError("--vg-h5 needs --vg-dict (VG-SGG-dicts-with-attri.json) for the predicate names")
         return (*count_predicates_in_h5(args.vg_h5, args.vg_dict, args.num_val_images),
                 args.vg_h5, "training-split relations in the dataset h5")
-    catalog = opts_to_dict(plan.get("base_opts", [])).get("PATHS_CATALOG")
-    dataset = dataset_from_catalog(Path(plan.get("cwd", bench_dir)) / catalog) if catalog else None
+    dataset = outputs.training_dataset(plan, bench_dir)
     if dataset is not None:
         h5_path, dict_path, num_val = dataset
         return (*count_predicates_in_h5(h5_path, dict_path, num_val), h5_path,
@@ -338,9 +341,9 @@ def predicate_statistics(args, bench_dir, plan, run_dirs):
         cache = find_statistics_cache(run_dir)
         if cache is not None:
             return (*read_predicate_statistics(cache), cache,
-                    "the host's statistics cache, built with filter_non_overlap=True (it drops images whose "
-                    "related boxes never overlap); pass --vg-h5 for the training annotations' own counts")
-    return None, None, None, "no dataset h5 (--vg-h5 or a synthetic PATHS_CATALOG) and no *_statistics.cache"
+                    f"the host's statistics cache, {outputs.statistics_caveat}; pass --vg-h5 for the training "
+                    f"annotations' own counts")
+    return None, None, None, "no dataset h5 (--vg-h5, a synthetic PATHS_CATALOG or --vg-dir) and no *_statistics.cache"
 
 
 # ---------------------------------------------------------------- building the report
@@ -354,7 +357,9 @@ def build_report(args):
     if baseline is not None and baseline not in variants:
         raise ReportError(f"baseline {baseline!r} is not among the variants {', '.join(variants)}; pass --baseline")
 
-    runs = {(v, s): read_run(bench_dir / v / f"seed{s}", args.dataset) for v in variants for s in seeds}
+    host = bench_host(bench_dir, plan)
+    outputs = host_outputs(host)
+    runs = {(v, s): read_run(bench_dir / v / f"seed{s}", args.dataset, outputs) for v in variants for s in seeds}
     done = [r for r in runs.values() if r["status"] == "done"]
     if not done:
         notes = "; ".join(f"{v}/seed{s}: {r['status']} {r['note']}" for (v, s), r in runs.items())
@@ -365,14 +370,21 @@ def build_report(args):
 
     order = [baseline] + [v for v in variants if v != baseline] if baseline else variants
     names, counts, statistics_path, statistics_how = predicate_statistics(
-        args, bench_dir, plan, [bench_dir / v / f"seed{s}" for v in order for s in seeds])
+        args, bench_dir, plan, [bench_dir / v / f"seed{s}" for v in order for s in seeds], outputs)
     statistics_source = relative_to(statistics_path, bench_dir) if statistics_path else None
     num_predicates = len(done[0]["result"]["per_predicate_recall"].get(SPLIT_K, []))
     if counts is not None and len(counts) != num_predicates:
         raise ReportError(f"{statistics_source} has {len(counts)} predicates but the host's mR@{SPLIT_K} list has "
                           f"{num_predicates}: the statistics belong to another dataset")
+    first_done = next(bench_dir / v / f"seed{s}" for (v, s), r in runs.items() if r["status"] == "done")
+    host_groups, host_note = outputs.host_split(first_done, num_predicates)
+    split_options = (args.split_file, args.head_above, args.tail_below, args.head_frac, args.tail_frac)
     groups, split_rule = None, f"not computed: {statistics_how}"
-    if counts is not None:
+    if host_groups is not None and all(option is None for option in split_options):
+        groups, split_rule = host_groups, host_note
+    elif counts is not None:
+        head_frac = 1 / 3 if args.head_frac is None else args.head_frac
+        tail_frac = 1 / 3 if args.tail_frac is None else args.tail_frac
         if args.split_file:
             groups = read_split_file(args.split_file, names)
             split_rule = f"groups from {relative_to(args.split_file, bench_dir)}"
@@ -383,10 +395,12 @@ def build_report(args):
             split_rule = (f"head: more than {args.head_above} training samples; tail: fewer than "
                           f"{args.tail_below}; body: the rest")
         else:
-            groups = split_by_rank(counts, args.head_frac, args.tail_frac)
-            split_rule = (f"predicates ranked by training samples; head: the {round(len(counts) * args.head_frac)} "
-                          f"most frequent ({args.head_frac:.3g} of {len(counts)}), tail: the "
-                          f"{round(len(counts) * args.tail_frac)} least frequent ({args.tail_frac:.3g}), body: the rest")
+            groups = split_by_rank(counts, head_frac, tail_frac)
+            split_rule = (f"predicates ranked by training samples; head: the {round(len(counts) * head_frac)} "
+                          f"most frequent ({head_frac:.3g} of {len(counts)}), tail: the "
+                          f"{round(len(counts) * tail_frac)} least frequent ({tail_frac:.3g}), body: the rest")
+        if host_note and host_groups is None:
+            split_rule += f" ({host_note})"
     if names is None:
         names = [f"predicate {i}" for i in range(1, num_predicates + 1)]
 
@@ -437,6 +451,7 @@ def build_report(args):
     return {
         "bench_dir": ".",
         "bench_name": bench_dir.resolve().name,
+        "host": host,
         "command": relative_command(plan.get("command", []), bench_dir),
         "mode": modes.pop(),
         "test_set": done[0]["test_set"],
@@ -518,12 +533,13 @@ def write_markdown(report, path, plots):
     main.sort(key=lambda m: TABLE_FAMILIES.index(m.split("@")[0]))
     split = [f"{g} mR@{SPLIT_K}" for g in GROUPS if f"{g} mR@{SPLIT_K}" in available]
     seeds = report["seeds"]
+    outputs = host_outputs(report["host"])
 
     lines = [
         "# Benchmark report", "",
         f"Bench folder `{report['bench_name']}` (every path below is relative to it) · mode **{report['mode']}** · "
         f"test set `{report['test_set']}` · seeds {', '.join(map(str, seeds))}", "",
-        "Numbers are the host evaluator's own outputs (`inference/<test set>/result_dict.pytorch` of each run), "
+        f"Numbers are the host evaluator's own outputs ({outputs.result_description} of each run), "
         "in percent: mean ± sample standard deviation (ddof = 1) over the seeds whose run finished; *n* is that "
         "number of seeds. R@K and zR@K are the means of the host's per-image recalls, as the host prints them; "
         "F@K is the harmonic mean of R@K and mR@K, per run. – marks a metric the host did not produce.", "",
@@ -587,10 +603,7 @@ def write_markdown(report, path, plots):
                 ])
             lines += _table(["Metric"] + [f"seed {s}" for s in seeds] + ["mean Δ", "95 % CI", "t", "p (t)",
                                                                           "p (Wilcoxon)"], rows)
-    lines += ["", "## Runs", "",
-              "Schedule and stop from each run's `config.yml` and `log.txt`: with `WarmupReduceLROnPlateau` the host "
-              "lowers the LR when validation R@100 stops improving and stops after MAX_DECAY_STEP decays, so a "
-              "regularizer can change when a run stops. Times from `run.json`.", ""]
+    lines += ["", "## Runs", "", f"{outputs.schedule_description} Times from `run.json`.", ""]
     rows = []
     for r in report["runs"]:
         kind, stopped = _schedule_text(r["schedule"])
@@ -614,9 +627,7 @@ def write_markdown(report, path, plots):
         lines += ["", "## Plots", ""] + [f"![{title}]({name})" for name, title in plots.items()]
         period = _log_period(report)
         if period is not None:
-            lines += ["", f"The loss curves have one point per {period} iterations: the host's training loop logs its "
-                          f"meters every {HOST_LOG_PERIOD} iterations (a literal in its relation_train_net.py), so "
-                          f"MAX_ITER sets how many points there are."]
+            lines += ["", outputs.log_period_note(period)]
     lines += ["", "Every number above, in the host's units (fractions), is in `report.csv` and `report.json`.", ""]
     Path(path).write_text("\n".join(lines))
 
@@ -737,7 +748,7 @@ def plot_losses(report, path):
                 if name not in curves:
                     continue
                 iterations, values = zip(*curves[name])
-                # Markers: each is one of the host's log lines (every 200 iterations).
+                # Markers: each is one point the host logged.
                 ax.plot(iterations, values, color=colors[j % len(colors)], linewidth=1, alpha=0.8,
                         marker="o", markersize=3, label=None if labelled else variant)
                 labelled = True
@@ -748,7 +759,7 @@ def plot_losses(report, path):
     for ax in list(axes.flat)[len(names):]:
         ax.set_axis_off()
     period = _log_period(report)
-    fig.suptitle("training losses from the host's log.txt (windowed median), one line per seed"
+    fig.suptitle(f"training losses from the host's {host_outputs(report['host']).losses_description}, one line per seed"
                  + (f"; a point every {period} iterations" if period else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=PNG_DPI)
@@ -770,8 +781,11 @@ def add_arguments(parser):
     parser.add_argument("--num-val-images", type=int, default=HOST_NUM_VAL_IMAGES,
                         help="with --vg-h5: training images the host holds out for validation "
                              f"(its num_val_im; default {HOST_NUM_VAL_IMAGES})")
-    parser.add_argument("--head-frac", type=float, default=1 / 3, help="share of predicate classes, most frequent first, in head (default: 1/3)")
-    parser.add_argument("--tail-frac", type=float, default=1 / 3, help="share of predicate classes, least frequent first, in tail (default: 1/3)")
+    parser.add_argument("--head-frac", type=float, default=None,
+                        help="share of predicate classes, most frequent first, in head (default: 1/3; SGTR runs: "
+                             "the host's own split when it fits the dataset)")
+    parser.add_argument("--tail-frac", type=float, default=None,
+                        help="share of predicate classes, least frequent first, in tail (default: 1/3)")
     parser.add_argument("--head-above", type=int, default=None, help="split by counts: head has more training samples than this")
     parser.add_argument("--tail-below", type=int, default=None, help="split by counts: tail has fewer training samples than this")
     parser.add_argument("--split-file", default=None,

@@ -20,6 +20,9 @@
 
 Nothing here re-evaluates predictions: numbers are read as the host computed them. torch, h5py and
 numpy are imported inside the functions that need them.
+
+:class:`SgbOutputs` gathers this layout for the bench runner and the report; ``results_sgtr.py``
+has SGTR's, behind the same methods (:func:`host_outputs` picks one by host name).
 """
 
 import json
@@ -34,6 +37,8 @@ PER_IMAGE_METRICS = {"R": "recall", "ng-R": "recall_nogc", "zR": "zeroshot_recal
 MEAN_RECALL_METRICS = {"mR": "mean_recall", "ng-mR": "ng_mean_recall"}
 
 RESULT_FILE = "result_dict.pytorch"
+# What the host's evaluation writes into inference/<test set>/: removed before a bench test stage runs.
+EVALUATION_FILES = ("eval_results.pytorch", RESULT_FILE)
 TRAIN_LOG = "log.txt"
 SAVED_CONFIG = "config.yml"
 # The host's relation_train_net.py logs its meters every 200 iterations (a literal in its loop).
@@ -290,3 +295,70 @@ def dataset_from_catalog(catalog_path):
         return None
     num_val = _NUM_VAL.search(catalog_path.read_text(errors="replace"))
     return h5_path, dict_path, int(num_val.group(1)) if num_val else HOST_NUM_VAL_IMAGES
+
+
+class SgbOutputs:
+    """A Scene-Graph-Benchmark run folder as the bench runner and the report read it.
+
+    SGTR's counterpart (``results_sgtr.SgtrOutputs``) has the same methods and attributes; the
+    report and the runner only go through them, so neither knows either host's file layout.
+    """
+
+    host = "sgb"
+    result_description = "`inference/<test set>/result_dict.pytorch`"
+    losses_description = "log.txt (windowed median)"
+    schedule_description = (
+        "Schedule and stop from each run's `config.yml` and `log.txt`: with `WarmupReduceLROnPlateau` the host "
+        "lowers the LR when validation R@100 stops improving and stops after MAX_DECAY_STEP decays, so a "
+        "regularizer can change when a run stops.")
+    statistics_caveat = "built with filter_non_overlap=True (it drops images whose related boxes never overlap)"
+
+    def find_results(self, run_dir):
+        """``{test set name: result file}`` of a run folder."""
+        return find_result_dicts(run_dir)
+
+    def evaluation_files(self, run_dir):
+        """Every file an evaluation of this run left (what a new test stage deletes first)."""
+        return [path for name in EVALUATION_FILES for path in sorted(Path(run_dir).glob(f"inference/*/{name}"))]
+
+    def has_trained_model(self, run_dir):
+        """Whether training left the checkpoint the test stage evaluates (the host's checkpointer loads
+        ``last_checkpoint`` in preference to ``MODEL.WEIGHT``)."""
+        return (Path(run_dir) / "last_checkpoint").exists()
+
+    def read_result(self, path):
+        return read_metrics(load_torch_file(path), source=str(path))
+
+    def read_training(self, run_dir):
+        """``(loss curves, schedule)`` of a run folder; ``({}, None)`` before the host logged anything."""
+        log_path = Path(run_dir) / TRAIN_LOG
+        if not log_path.is_file():
+            return {}, None
+        return read_training_losses(log_path), read_schedule(run_dir)
+
+    def log_period_note(self, period):
+        return (f"The loss curves have one point per {period} iterations: the host's training loop logs its "
+                f"meters every {HOST_LOG_PERIOD} iterations (a literal in its relation_train_net.py), so "
+                f"MAX_ITER sets how many points there are.")
+
+    def training_dataset(self, plan, bench_dir):
+        """``(h5, dicts json, validation images)`` of the bench's dataset when its ``PATHS_CATALOG`` is a
+        synthetic dataset's catalog, else None (the host's own catalog is not parsed)."""
+        catalog = effective_opt(plan.get("base_opts", []), "PATHS_CATALOG")
+        return dataset_from_catalog(Path(plan.get("cwd", bench_dir)) / catalog) if catalog else None
+
+    def host_split(self, run_dir, num_predicates):
+        """``(groups, note)``: the head/body/tail split the host itself defines, and a note on it or on
+        why it is not used. SGB defines none."""
+        return None, None
+
+
+def host_outputs(host):
+    """The reader of a host's run folders: ``"sgb"`` or ``"sgtr"``."""
+    if host == "sgtr":
+        from .results_sgtr import SgtrOutputs
+
+        return SgtrOutputs()
+    if host != "sgb":
+        raise ResultError(f"unknown host {host!r}: sgg-plugins benchmarks 'sgb' and 'sgtr'")
+    return SgbOutputs()

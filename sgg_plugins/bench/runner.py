@@ -1,28 +1,46 @@
 """``sgg-plugins bench``: train and test a baseline and regularized variants over several seeds.
 
-One base host command (a config file and opts) is run once per variant and seed through the
-launchers ``tools/relation_train_net.py`` and ``tools/relation_test_net.py``; every run gets its own
-host ``OUTPUT_DIR`` at ``<out>/<variant>/seed<k>/``::
+One base host command (a config and opts) is run once per variant and seed through this repo's
+launchers; every run gets its own host ``OUTPUT_DIR`` at ``<out>/<variant>/seed<k>/``::
 
     sgg-plugins bench --config-file configs/e2e_relation_X_101_32_8_FPN_1x.yaml --out bench/motifs \\
         --variants baseline align rcl probe all --variant "lr_low=SOLVER.BASE_LR 0.001" \\
         --seeds 0 1 2 --jobs 2 -- MODEL.ROI_RELATION_HEAD.USE_GT_BOX True ...
 
-Each run trains with ``--skip-test`` and then runs the test script on the same ``OUTPUT_DIR``:
-the host's checkpointer loads ``OUTPUT_DIR/last_checkpoint`` in preference to ``MODEL.WEIGHT``, so
-the test evaluates the model just trained and writes ``inference/<test set>/result_dict.pytorch``.
+    sgg-plugins bench --host sgtr --vg-dir data/vg --out bench/sgtr --variants baseline align \\
+        --seeds 0 1 2 -- MODEL.WEIGHTS /abs/path/vg_detr.pth ...
 
-The commands run in ``--cwd`` (default ``$SGB_ROOT``, else the current folder): SGB reads its
-zero-shot triplets and relative config paths from there; when that folder is an SGB checkout and
-``SGB_ROOT`` is unset, the runs get ``SGB_ROOT`` set to it so that the launcher finds the host.
+``--host`` (default ``sgb``) picks the launchers, the seed mechanism, what keeps a test from
+reporting an evaluation it did not compute, and where the results are read from
+(``results.SgbOutputs`` / ``results_sgtr.SgtrOutputs``):
 
-Every host command gets ``TEST.ALLOW_LOAD_FROM_CACHE False`` (the host's default is True: its
-``inference()`` then evaluates the predictions in an ``eval_results.pytorch`` left in the output
-folder instead of running the model), and the test stage first deletes the evaluation files a
-previous attempt left under ``inference/``, so a run only ever reports an evaluation it computed.
+**SGB** (``tools/relation_train_net.py`` / ``tools/relation_test_net.py``). Each run trains with
+``--skip-test`` and then runs the test script on the same ``OUTPUT_DIR``: the host's checkpointer
+loads ``OUTPUT_DIR/last_checkpoint`` in preference to ``MODEL.WEIGHT``, so the test evaluates the
+model just trained and writes ``inference/<test set>/result_dict.pytorch``. The commands run in
+``--cwd`` (default ``$SGB_ROOT``, else the current folder): SGB reads its zero-shot triplets and
+relative config paths from there; when that folder is an SGB checkout and ``SGB_ROOT`` is unset,
+the runs get ``SGB_ROOT`` set to it so that the launcher finds the host. Every host command gets
+``TEST.ALLOW_LOAD_FROM_CACHE False`` (the host's default is True: its ``inference()`` then
+evaluates the predictions in an ``eval_results.pytorch`` left in the output folder instead of
+running the model). The host has no seed option: the seed reaches the launcher as
+``SGG_PLUGINS_SEED`` (the launcher seeds ``random``, numpy and torch from it before the host starts).
 
-The host has no seed option: the seed reaches the launcher as ``SGG_PLUGINS_SEED`` (the launcher
-seeds ``random``, numpy and torch from it before the host starts) and as ``PYTHONHASHSEED``.
+**SGTR** (``tools/sgtr_train_net.py`` / ``tools/sgtr_test_net.py``, the checkout in ``$SGTR_ROOT``;
+``--experiment``, ``--config-file`` (the launcher's ``--config``) and ``--vg-dir`` go to both).
+Built-in variants are ``baseline`` and ``align``: MODEL.ALIGN is the one objective SGTR has. Each
+run runs in its own run folder (the host writes a ``log`` link into its working directory, which
+runs at once would fight over), so paths in the opts must be absolute. The seed is the host's own
+``SEED`` opt: cvpods' ``default_setup`` seeds ``random``, numpy and torch with it and ``config.json``
+records it. Training gets ``--resume`` only when an interrupted attempt left ``last_checkpoint``
+(on a fresh run ``--resume`` would also take the optimizer state and iteration of a pre-trained
+``MODEL.WEIGHTS``). The test gets ``MODEL.TEST_WEIGHTS <run>/model_final.pth`` and not the base
+opts' ``MODEL.WEIGHTS``: ``test_net.py`` evaluates the ``MODEL.WEIGHTS`` of its opts when they name
+one. SGTR's evaluator has no prediction cache; its result files land in the run folder itself,
+where training's own evaluation writes them too.
+
+For both hosts the seed is also ``PYTHONHASHSEED``, and the test stage first deletes the evaluation
+files a previous evaluation left, so a run only ever reports an evaluation its test computed.
 
 ``run.json`` in each run folder records the exact commands, their environment, versions, status,
 return codes, the tail of a failed stage's log and timings. A rerun skips every stage that
@@ -47,7 +65,7 @@ import threading
 import time
 from pathlib import Path
 
-from .results import find_result_dicts
+from .results import host_outputs
 
 BUILTIN_VARIANTS = {
     "baseline": [],
@@ -59,17 +77,17 @@ BUILTIN_VARIANTS = {
     "all": ["MODEL.ALIGN.ENABLED", "True", "MODEL.RCL.ENABLED", "True", "MODEL.PROBE.ENABLED", "True"],
 }
 DEFAULT_VARIANTS = ("baseline", "align", "rcl", "probe", "all")
+# MODEL.ALIGN is the one objective with an SGTR adapter.
+SGTR_VARIANTS = ("baseline", "align")
 SEED_ENV = "SGG_PLUGINS_SEED"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Environment variables worth recording: they change what a run computes or where it runs.
-RECORDED_ENV_PREFIXES = ("SGG_", "SGB_", "CUDA", "CUBLAS", "NCCL_", "TORCH", "PYTHON", "OMP_", "MKL_",
-                         "LD_LIBRARY_PATH", "PATH", "VIRTUAL_ENV", "CONDA_PREFIX", "WORLD_SIZE")
+RECORDED_ENV_PREFIXES = ("SGG_", "SGB_", "SGTR_", "CVPODS_", "CUDA", "CUBLAS", "NCCL_", "TORCH", "PYTHON", "OMP_",
+                         "MKL_", "LD_LIBRARY_PATH", "PATH", "VIRTUAL_ENV", "CONDA_PREFIX", "WORLD_SIZE")
 LOG_TAIL_LINES = 40
-# The host's inference() re-evaluates a cached eval_results.pytorch when this is True (its default).
+# SGB's inference() re-evaluates a cached eval_results.pytorch when this is True (its default).
 CACHE_KEY = "TEST.ALLOW_LOAD_FROM_CACHE"
 NO_CACHE_OPTS = [CACHE_KEY, "False"]
-# What the host's evaluation writes into inference/<test set>/; removed before a test stage runs.
-EVALUATION_FILES = ("eval_results.pytorch", "result_dict.pytorch")
 _VARIANT_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
@@ -77,7 +95,7 @@ class BenchError(ValueError):
     """The bench command line or an existing bench folder does not make a valid plan."""
 
 
-def parse_variant(text):
+def parse_variant(text, host="sgb"):
     """``"NAME=KEY VALUE [KEY VALUE ...]"`` -> ``(name, opts)``; a bare built-in name is accepted too."""
     name, _, opts_text = text.partition("=")
     name = name.strip()
@@ -89,6 +107,9 @@ def parse_variant(text):
                 f"unknown variant {name!r}: built-in variants are {', '.join(BUILTIN_VARIANTS)}; "
                 f"define others as \"NAME=KEY VALUE ...\", e.g. \"lr_low=SOLVER.BASE_LR 0.001\""
             )
+        if host == "sgtr" and name not in SGTR_VARIANTS:
+            raise BenchError(f"variant {name!r} is not available on SGTR: only MODEL.ALIGN exists there "
+                             f"(SGTR variants: {', '.join(SGTR_VARIANTS)}, or your own --variant NAME=KEY VALUE ...)")
         return name, list(BUILTIN_VARIANTS[name])
     opts = shlex.split(opts_text)
     if len(opts) % 2:
@@ -96,10 +117,10 @@ def parse_variant(text):
     return name, opts
 
 
-def plan_variants(builtin_names, custom_specs):
+def plan_variants(builtin_names, custom_specs, host="sgb"):
     variants = {}
     for text in list(builtin_names) + list(custom_specs):
-        name, opts = parse_variant(text)
+        name, opts = parse_variant(text, host)
         if name in variants and variants[name] != opts:
             raise BenchError(f"variant {name!r} is defined twice with different opts")
         variants[name] = opts
@@ -199,6 +220,145 @@ def _log_tail(log_path):
     return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
+def _without_keys(opts, keys):
+    """``[KEY, VALUE, ...]`` less the pairs whose key is in ``keys``."""
+    return [item for key, value in zip(opts[::2], opts[1::2]) if key not in keys for item in (key, value)]
+
+
+class SgbLaunch:
+    """How bench runs Scene-Graph-Benchmark (see the module docstring)."""
+
+    name = "sgb"
+    scripts = ("relation_train_net.py", "relation_test_net.py")
+    default_variants = DEFAULT_VARIANTS
+    # What a pasted command line needs besides the folder and the GPU.
+    shell_variables = (SEED_ENV, "PYTHONHASHSEED")
+
+    def __init__(self, args):
+        self.shared_cwd = Path(args.cwd or os.environ.get("SGB_ROOT") or os.getcwd()).resolve()
+        self.host_root = self.shared_cwd
+        self.config_file = args.config_file
+        if args.experiment or args.vg_dir:
+            raise BenchError("--experiment and --vg-dir are options of SGTR's launchers: add --host sgtr")
+
+    def base_plan(self, base_opts):
+        return {"config_file": self.config_file, "base_opts": base_opts}
+
+    def bench_record(self):
+        return {"cwd": str(self.shared_cwd)}
+
+    def cwd(self, run):
+        return self.shared_cwd
+
+    def check(self, base_opts, variants):
+        if not self.config_file:
+            raise BenchError("--config-file is required with --host sgb (the host config file, e.g. "
+                             "$SGB_ROOT/configs/e2e_relation_X_101_32_8_FPN_1x.yaml)")
+        for opts in [base_opts] + list(variants.values()):
+            if opts_to_dict(opts).get(CACHE_KEY, "False") != "False":
+                raise BenchError(f"do not pass {CACHE_KEY} {opts_to_dict(opts)[CACHE_KEY]}: bench always runs with "
+                                 f"{CACHE_KEY} False so that no run evaluates predictions it did not make")
+        if not self.shared_cwd.is_dir():
+            raise BenchError(f"--cwd {self.shared_cwd} is not a folder")
+        if not (self.shared_cwd / self.config_file).is_file():
+            raise BenchError(f"config file {self.config_file} not found from {self.shared_cwd} "
+                             f"(relative paths are taken from --cwd, default $SGB_ROOT)")
+
+    def command(self, run, stage):
+        extra = ["--skip-test"] if stage == "train" else []
+        opts = run.plan["base_opts"] + run.plan["variant_opts"] + NO_CACHE_OPTS + ["OUTPUT_DIR", str(run.folder)]
+        return [run.bench.python, str(run.bench.script(stage)), "--config-file", self.config_file] + extra + opts
+
+    def extra_env(self, run, environ):
+        """Variables a run gets on top of ``environ``: the seed, which the launcher reads."""
+        extra = {SEED_ENV: str(run.seed)}
+        if "SGB_ROOT" not in environ and (self.shared_cwd / "maskrcnn_benchmark").is_dir():
+            # Run from inside an SGB checkout: tell the launcher that this is the host.
+            extra["SGB_ROOT"] = str(self.shared_cwd)
+        return extra
+
+
+class SgtrLaunch:
+    """How bench runs SGTR (see the module docstring)."""
+
+    name = "sgtr"
+    scripts = ("sgtr_train_net.py", "sgtr_test_net.py")
+    default_variants = SGTR_VARIANTS
+    shell_variables = ("SGTR_ROOT", "PYTHONHASHSEED")
+    # Set by bench for every run: the seed, the run's folder and the checkpoint its test evaluates.
+    BENCH_KEYS = ("SEED", "OUTPUT_DIR", "MODEL.TEST_WEIGHTS")
+
+    def __init__(self, args):
+        if args.cwd:
+            raise BenchError("--cwd is for SGB: each SGTR run runs in its own run folder")
+        self.launcher_args = []
+        for option, value in (("--experiment", args.experiment), ("--config", args.config_file),
+                              ("--vg-dir", args.vg_dir and str(Path(args.vg_dir).resolve()))):
+            if value:
+                self.launcher_args += [option, value]
+        self.out = Path(args.out).resolve()
+        self.host_root = None
+
+    def base_plan(self, base_opts):
+        return {"host": self.name, "launcher_args": self.launcher_args, "base_opts": base_opts}
+
+    def bench_record(self):
+        return {"launcher_args": self.launcher_args, "host_root": str(self.host_root)}
+
+    def cwd(self, run):
+        return run.folder
+
+    def check(self, base_opts, variants):
+        from ..config import ConfigError
+        from ..hosts.sgtr import HostNotFoundError
+        from ..hosts.sgtr.launch import LaunchError, decoded, resolve_settings
+
+        values = dict(zip(self.launcher_args[::2], self.launcher_args[1::2]))
+        try:
+            # The launcher's own checks: checkout, experiment, config module, dataset; the run folders
+            # (under --out) must be outside the checkout.
+            self.host_root = resolve_settings("train_net", values, cwd=self.out)["host_root"]
+        except (HostNotFoundError, LaunchError, ConfigError) as error:
+            raise BenchError(str(error)) from None
+        for opts in [base_opts] + list(variants.values()):
+            settings = opts_to_dict(opts)
+            for key in self.BENCH_KEYS:
+                if key in settings:
+                    raise BenchError(f"do not pass {key}: bench sets SEED from --seeds, OUTPUT_DIR to "
+                                     f"<out>/<variant>/seed<k> and MODEL.TEST_WEIGHTS to that run's model_final.pth")
+            test_sets = decoded(settings.get("DATASETS.TEST", "()"))
+            if isinstance(test_sets, (list, tuple)) and len(test_sets) > 1:
+                raise BenchError(f"DATASETS.TEST {settings['DATASETS.TEST']}: give one test set; SGTR's evaluator "
+                                 f"writes every test set's result_dict.pytorch to the same file")
+            weights = decoded(settings.get("MODEL.WEIGHTS", ""))
+            if isinstance(weights, str) and weights and "://" not in weights:
+                if not os.path.isabs(weights):
+                    raise BenchError(f"MODEL.WEIGHTS {weights}: give an absolute path (each SGTR run runs in its "
+                                     f"own run folder)")
+                if not os.path.exists(weights):
+                    raise BenchError(f"MODEL.WEIGHTS {weights} does not exist")
+
+    def command(self, run, stage):
+        opts = run.plan["base_opts"] + run.plan["variant_opts"]
+        flags = []
+        if stage == "train":
+            if (run.folder / "last_checkpoint").exists():
+                flags = ["--resume"]  # an interrupted attempt: go on from its last checkpoint
+        else:
+            from .results_sgtr import FINAL_CHECKPOINT
+
+            opts = _without_keys(opts, {"MODEL.WEIGHTS"}) + ["MODEL.TEST_WEIGHTS", str(run.folder / FINAL_CHECKPOINT)]
+        return [run.bench.python, str(run.bench.script(stage)), *self.launcher_args, *flags, *opts,
+                "SEED", str(run.seed), "OUTPUT_DIR", str(run.folder)]
+
+    def extra_env(self, run, environ):
+        """None: the seed is an opt and the launcher finds the checkout in ``$SGTR_ROOT``."""
+        return {}
+
+
+LAUNCHES = {"sgb": SgbLaunch, "sgtr": SgtrLaunch}
+
+
 class Run:
     """One (variant, seed): its folder, its two host commands and its record ``run.json``."""
 
@@ -208,30 +368,23 @@ class Run:
         self.seed = seed
         self.folder = bench.out / variant / f"seed{seed}"
         self.record_path = self.folder / "run.json"
-        self.plan = {
-            "config_file": bench.config_file,
-            "base_opts": bench.base_opts,
-            "variant_opts": variant_opts,
-            "seed": seed,
-        }
+        self.plan = {**bench.launch.base_plan(bench.base_opts), "variant_opts": variant_opts, "seed": seed}
 
     @property
     def name(self):
         return f"{self.variant}/seed{self.seed}"
 
     def command(self, stage):
-        script = self.bench.train_script if stage == "train" else self.bench.test_script
-        extra = ["--skip-test"] if stage == "train" else []
-        opts = self.plan["base_opts"] + self.plan["variant_opts"] + NO_CACHE_OPTS + ["OUTPUT_DIR", str(self.folder)]
-        return [self.bench.python, str(script), "--config-file", self.bench.config_file] + extra + opts
+        return self.bench.launch.command(self, stage)
+
+    @property
+    def cwd(self):
+        return self.bench.launch.cwd(self)
 
     def env(self, gpu):
         env = dict(os.environ)
-        env[SEED_ENV] = str(self.seed)
         env["PYTHONHASHSEED"] = str(self.seed)
-        if "SGB_ROOT" not in env and (self.bench.cwd / "maskrcnn_benchmark").is_dir():
-            # Run from inside an SGB checkout: tell the launcher that this is the host.
-            env["SGB_ROOT"] = str(self.bench.cwd)
+        env.update(self.bench.launch.extra_env(self, env))
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
         elif self.bench.hide_gpus:
@@ -251,8 +404,8 @@ class Run:
         if not record or record.get("stages", {}).get(stage, {}).get("status") != "done":
             return False
         if stage == "train":
-            return (self.folder / "last_checkpoint").exists()
-        return bool(find_result_dicts(self.folder))
+            return self.bench.outputs.has_trained_model(self.folder)
+        return bool(self.bench.outputs.find_results(self.folder))
 
     def conflict(self, record):
         """Why an existing run folder cannot be resumed by this plan, or None."""
@@ -265,25 +418,26 @@ class Run:
         return None
 
     def clear_evaluation(self):
-        """Delete evaluation files an earlier attempt left; return their paths relative to the run folder."""
+        """Delete evaluation files an earlier evaluation left; return their paths relative to the run folder."""
         cleared = []
-        for name in EVALUATION_FILES:
-            for path in sorted(self.folder.glob(f"inference/*/{name}")):
-                path.unlink()
-                cleared.append(str(path.relative_to(self.folder)))
+        for path in self.bench.outputs.evaluation_files(self.folder):
+            path.unlink()
+            cleared.append(str(path.relative_to(self.folder)))
         return cleared
 
 
 class Bench:
     def __init__(self, args):
         self.out = Path(args.out).resolve()
-        self.cwd = Path(args.cwd or os.environ.get("SGB_ROOT") or os.getcwd()).resolve()
-        self.config_file = args.config_file
+        self.launch = LAUNCHES[args.host](args)
+        self.outputs = host_outputs(args.host)
         self.base_opts = list(args.opts[1:] if args.opts[:1] == ["--"] else args.opts)
         self.python = args.python
-        self.train_script = Path(args.train_script or REPO_ROOT / "tools" / "relation_train_net.py").resolve()
-        self.test_script = Path(args.test_script or REPO_ROOT / "tools" / "relation_test_net.py").resolve()
-        self.variants = plan_variants(args.variants, args.variant)
+        train_script, test_script = (REPO_ROOT / "tools" / name for name in self.launch.scripts)
+        self.train_script = Path(args.train_script or train_script).resolve()
+        self.test_script = Path(args.test_script or test_script).resolve()
+        names = self.launch.default_variants if args.variants is None else args.variants
+        self.variants = plan_variants(names, args.variant, args.host)
         self.seeds = list(dict.fromkeys(args.seeds))
         self.gpus = visible_gpus(args.gpus)
         # "--gpus none" on a GPU machine must really keep the runs off the GPUs.
@@ -295,20 +449,15 @@ class Bench:
         self.runs = [Run(self, v, opts, s) for v, opts in self.variants.items() for s in self.seeds]
         self._print_lock = threading.Lock()
 
+    def script(self, stage):
+        return self.train_script if stage == "train" else self.test_script
+
     def check(self):
         if len(self.base_opts) % 2:
             raise BenchError(f"base opts must be KEY VALUE pairs, got {self.base_opts}")
         if "OUTPUT_DIR" in self.base_opts[::2] or any("OUTPUT_DIR" in opts[::2] for opts in self.variants.values()):
             raise BenchError("do not pass OUTPUT_DIR: each run's OUTPUT_DIR is <out>/<variant>/seed<k>")
-        for opts in [self.base_opts] + list(self.variants.values()):
-            if opts_to_dict(opts).get(CACHE_KEY, "False") != "False":
-                raise BenchError(f"do not pass {CACHE_KEY} {opts_to_dict(opts)[CACHE_KEY]}: bench always runs with "
-                                 f"{CACHE_KEY} False so that no run evaluates predictions it did not make")
-        if not self.cwd.is_dir():
-            raise BenchError(f"--cwd {self.cwd} is not a folder")
-        if not (self.cwd / self.config_file).is_file():
-            raise BenchError(f"config file {self.config_file} not found from {self.cwd} "
-                             f"(relative paths are taken from --cwd, default $SGB_ROOT)")
+        self.launch.check(self.base_opts, self.variants)
         for what, script in (("--train-script", self.train_script), ("--test-script", self.test_script)):
             if not script.is_file():
                 raise BenchError(f"launcher {script} not found; pass {what} (the launchers live in the "
@@ -323,12 +472,14 @@ class Bench:
             print(text, flush=True)
 
     def write_plan(self):
-        """``<out>/bench.json``: what ``sgg-plugins report`` needs to know (variants, seeds, baseline)."""
+        """``<out>/bench.json``: what ``sgg-plugins report`` needs to know (host, variants, seeds, baseline)."""
         path = self.out / "bench.json"
         previous = json.loads(path.read_text()) if path.exists() else {}
-        base = {"config_file": self.config_file, "base_opts": self.base_opts}
+        base = {"host": self.launch.name, **self.launch.base_plan(self.base_opts)}
         if previous:
-            differences = plan_differences({key: previous.get(key) for key in base}, base)
+            # bench.json files from before SGTR support are SGB's.
+            earlier = {key: previous.get(key, "sgb" if key == "host" else None) for key in base}
+            differences = plan_differences(earlier, base)
             if differences:
                 raise BenchError(f"{path} was made with another base command ({'; '.join(differences)}); "
                                  f"runs with another base command need a new --out")
@@ -343,9 +494,8 @@ class Bench:
         seeds = list(dict.fromkeys(previous.get("seeds", []) + self.seeds))
         self.out.mkdir(parents=True, exist_ok=True)
         _write_json(path, {
-            "config_file": self.config_file,
-            "base_opts": self.base_opts,
-            "cwd": str(self.cwd),
+            **base,
+            **self.launch.bench_record(),
             "variants": variants,
             "seeds": seeds,
             "baseline": "baseline" if "baseline" in variants else None,
@@ -353,11 +503,11 @@ class Bench:
             "updated": _now(),
         })
 
-    def shell_line(self, command, env):
-        """The command as one line to paste into a shell: folder, seed and GPU variables, arguments."""
-        variables = " ".join(f"{k}={shlex.quote(env[k])}" for k in (SEED_ENV, "PYTHONHASHSEED", "CUDA_VISIBLE_DEVICES")
+    def shell_line(self, run, command, env):
+        """The command as one line to paste into a shell: folder, seed, host and GPU variables, arguments."""
+        variables = " ".join(f"{k}={shlex.quote(env[k])}" for k in (*self.launch.shell_variables, "CUDA_VISIBLE_DEVICES")
                              if k in env)
-        return f"cd {shlex.quote(str(self.cwd))} && {variables} {shlex.join(command)}"
+        return f"cd {shlex.quote(str(run.cwd))} && {variables} {shlex.join(command)}"
 
     def run_stage(self, run, record, stage, gpu):
         command = run.command(stage)
@@ -365,7 +515,7 @@ class Bench:
         log_path = run.folder / f"{stage}.log"
         entry = {
             "command": command,
-            "shell": self.shell_line(command, env),
+            "shell": self.shell_line(run, command, env),
             "env": recorded_env(env),
             "log": log_path.name,
             "status": "running",
@@ -380,7 +530,7 @@ class Bench:
         start = time.monotonic()
         with open(log_path, "ab") as log:
             try:
-                returncode = subprocess.run(command, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+                returncode = subprocess.run(command, cwd=run.cwd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
             except OSError as error:
                 # A launcher that cannot even start (bad --python) fails this run, not the bench.
                 log.write(f"sgg-plugins bench: could not start {command[0]}: {error}\n".encode())
@@ -403,8 +553,8 @@ class Bench:
         run.folder.mkdir(parents=True, exist_ok=True)
         if not train_done or record is None:
             record = {"variant": run.variant, "seed": run.seed, "plan": run.plan, "output_dir": str(run.folder),
-                      "cwd": str(self.cwd), "stages": {}}
-        record.update(status="running", machine=describe_machine(self.cwd))
+                      "cwd": str(run.cwd), "stages": {}}
+        record.update(status="running", machine=describe_machine(self.launch.host_root))
         gpu = gpu_pool.get() if gpu_pool is not None else None
         try:
             for stage, done in (("train", train_done), ("test", False)):
@@ -437,7 +587,7 @@ class Bench:
                     print(f"# {run.name} {stage}: done, would be skipped")
                     continue
                 gpu = f"<one of {','.join(self.gpus)}>" if self.gpus else None
-                print(self.shell_line(run.command(stage), run.env(gpu)))
+                print(self.shell_line(run, run.command(stage), run.env(gpu)))
 
     def execute_all(self):
         self.write_plan()
@@ -459,11 +609,23 @@ class Bench:
 
 
 def add_arguments(parser):
-    parser.add_argument("--config-file", required=True, help="host config file, as given to the host scripts")
+    parser.add_argument("--host", choices=sorted(LAUNCHES), default="sgb",
+                        help="the host the runs train and test: its launchers in tools/, its seed mechanism and its "
+                             "result files (default: sgb)")
+    parser.add_argument("--config-file", default=None,
+                        help="SGB: the host config file, as given to the host scripts (required); SGTR: the "
+                             "experiment's config module (the launcher's --config; default config_vg_sgtr.py)")
+    parser.add_argument("--experiment", default=None,
+                        help="SGTR: the experiment folder, absolute or relative to $SGTR_ROOT (default "
+                             "playground/sgg/detr.res101.c5.one_stage_rel_tfmer)")
+    parser.add_argument("--vg-dir", default=None,
+                        help="SGTR: a dataset folder in SGB's VG format (the launchers' --vg-dir), else the "
+                             "checkout's datasets/vg")
     parser.add_argument("--out", required=True, help="bench folder; each run's OUTPUT_DIR is OUT/<variant>/seed<k>")
-    parser.add_argument("--variants", nargs="*", default=list(DEFAULT_VARIANTS), metavar="NAME",
-                        help=f"built-in variants to run, of {', '.join(BUILTIN_VARIANTS)} "
-                             f"(default: {' '.join(DEFAULT_VARIANTS)}; give none to run only --variant)")
+    parser.add_argument("--variants", nargs="*", default=None, metavar="NAME",
+                        help=f"built-in variants to run, of {', '.join(BUILTIN_VARIANTS)} (SGTR: "
+                             f"{', '.join(SGTR_VARIANTS)}; default: {' '.join(DEFAULT_VARIANTS)}, SGTR: "
+                             f"{' '.join(SGTR_VARIANTS)}; give none to run only --variant)")
     parser.add_argument("--variant", action="append", default=[], metavar='"NAME=KEY VALUE ..."',
                         help="a user-defined variant: its name and the opts added to the base command; repeatable")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds, one run per variant and seed (default: 0)")
@@ -472,11 +634,15 @@ def add_arguments(parser):
                         help="comma-separated GPU ids handed out one per run, or 'none' for CPU runs "
                              "(default: CUDA_VISIBLE_DEVICES, else every GPU torch sees)")
     parser.add_argument("--cwd", default=None,
-                        help="folder the host commands run in (default: $SGB_ROOT, else the current folder); "
-                             "SGB reads its zero-shot triplets relative to it")
+                        help="SGB: folder the host commands run in (default: $SGB_ROOT, else the current folder); "
+                             "SGB reads its zero-shot triplets relative to it. SGTR runs run in their run folders")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the launchers (default: this one)")
-    parser.add_argument("--train-script", default=None, help="training launcher (default: tools/relation_train_net.py of sgg-plugins)")
-    parser.add_argument("--test-script", default=None, help="test launcher (default: tools/relation_test_net.py of sgg-plugins)")
+    parser.add_argument("--train-script", default=None,
+                        help="training launcher (default: tools/relation_train_net.py of sgg-plugins, SGTR: "
+                             "tools/sgtr_train_net.py)")
+    parser.add_argument("--test-script", default=None,
+                        help="test launcher (default: tools/relation_test_net.py of sgg-plugins, SGTR: "
+                             "tools/sgtr_test_net.py)")
     parser.add_argument("--dry-run", action="store_true", help="print every command and what would be skipped, run nothing")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                         help="base host opts (KEY VALUE ...), last and after '--', shared by every run")

@@ -30,6 +30,7 @@ import torch
 VG_DIR_VARIABLE = "SGG_PLUGINS_SGTR_VG_DIR"
 VG_IMAGE_COUNT = 108073  # what the host asserts: the VG-150 split's image_data.json less 4 corrupted images
 HOST_VAL_IMAGES = 5000
+HOST_DEBUG_VAL_IMAGES = 10  # the host's validation size when its config has DEBUG on
 CORRUPTED_VG_IMAGES = frozenset({"1592.jpg", "1722.jpg", "4616.jpg", "4617.jpg"})  # skipped by the host
 ZERO_SHOT_FILE = "zeroshot_triplet.pytorch"
 IMAGE_FOLDERS = ("VG_100K", "VG_100k_images", "images")  # SGB's writer, SGTR's README, a plain name
@@ -111,12 +112,20 @@ def training_images(anno_file):
     return int(keep.sum())
 
 
+def validation_size(anno_file, debug=False):
+    """How many of the training split's first images the host, with these shims, holds out as
+    validation: its 5,000, or its DEBUG size when DEBUG is on or 5,000 would leave no training image."""
+    if debug or training_images(anno_file) <= HOST_VAL_IMAGES:
+        return HOST_DEBUG_VAL_IMAGES
+    return HOST_VAL_IMAGES
+
+
 def small_dataset_validation(original):
     """``_load_annotations`` with the host's DEBUG split sizes when its 5,000 validation images would
     leave no training image."""
     @functools.wraps(original)
     def _load_annotations(self, anno_file):
-        if self.cfg.DEBUG or training_images(anno_file) > HOST_VAL_IMAGES:
+        if self.cfg.DEBUG or validation_size(anno_file) == HOST_VAL_IMAGES:
             return original(self, anno_file)
         _once("val", "%s has <= %d training images: validation is the host's DEBUG size (the first 10)",
               anno_file, HOST_VAL_IMAGES)
