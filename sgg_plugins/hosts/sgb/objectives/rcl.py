@@ -2,20 +2,23 @@
 
 The visual side is the input of the host's relation classifier (the relation representation) and
 the per-object representations of the pair, read from the clean pass; the text side is a bank of
-frozen CLIP text embeddings computed once when the model is built (CLIP never runs in a step).
+frozen text embeddings, CLIP's or, with ``CLIP_MODEL sentence-transformers:<name or folder>``, a
+sentence encoder's, computed once when the model is built (the encoder never runs in a step). The
+text projections take their input width from the bank (512 for ViT-B-32, 384 for all-MiniLM-L6-v2).
 
 The bank holds every triplet of the training split as the dataset file holds it (SGB's VG-SGG.h5
 from ``PATHS_CATALOG`` for ``DATASETS.TRAIN``), not the host's frequency statistics, which drop the
 relations between non-overlapping boxes (whole predicates on small datasets). The negatives of
 Eq. 7 are ranked by GloVe phrase vectors from the host's ``GLOVE_DIR`` (SAMPLING_EMBEDDINGS glove,
-the paper's) or by the CLIP phrase embeddings (clip). The mean number of negatives kept per query
-is logged every host logging period, outside the loss dict.
+the paper's) or by the bank's phrase embeddings (clip), whichever encoder made them. The mean number
+of negatives kept per query is logged every host logging period, outside the loss dict.
 """
 
 import logging
 
 import torch
 
+from ....config import ConfigError
 from ....regularizers.rcl import RelationalContrastiveLoss
 from ....text.clip_text import load_or_compute_bank, read_vg_classes, read_vg_training_triplets
 from ....text.glove import glove_phrases
@@ -69,10 +72,15 @@ class RclObjective(SGBObjective):
         require(predictor, (spec.relation_feature, spec.object_feature.path, spec.object_dim.rpartition(".")[0]),
                 self.node)
         obj_classes, pred_classes, triplets = training_text_sources(config)
-        self.text_bank = load_or_compute_bank(
-            obj_classes, pred_classes, triplets, model=cfg.CLIP_MODEL,
-            pretrained=cfg.CLIP_PRETRAINED, prompt=cfg.PROMPT, object_prompt=cfg.OBJECT_PROMPT,
-            cache_path=cfg.TEXT_EMBEDDINGS or None, user_file=bool(cfg.TEXT_EMBEDDINGS))
+        try:
+            self.text_bank = load_or_compute_bank(
+                obj_classes, pred_classes, triplets, model=cfg.CLIP_MODEL,
+                pretrained=cfg.CLIP_PRETRAINED, prompt=cfg.PROMPT, object_prompt=cfg.OBJECT_PROMPT,
+                cache_path=cfg.TEXT_EMBEDDINGS or None, user_file=bool(cfg.TEXT_EMBEDDINGS))
+        except (ValueError, FileNotFoundError, ImportError) as error:
+            # A missing, foreign or unreadable TEXT_EMBEDDINGS file, or no OpenCLIP / sentence-transformers
+            # to compute one: one line before training (the launcher prints ConfigError so), not a traceback.
+            raise ConfigError(f"MODEL.RCL: {error}") from None
         if cfg.SAMPLING_EMBEDDINGS == "glove":
             self.text_bank.use_sampling_embeddings(
                 glove_phrases(obj_classes, pred_classes, config.GLOVE_DIR, config.MODEL.ROI_RELATION_HEAD.EMBED_DIM))
