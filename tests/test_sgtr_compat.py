@@ -487,3 +487,26 @@ def test_host_script_runs_in_the_launchers_namespace_under_its_own_file_name(tmp
     launch.execute(str(script), namespace, "__mp_main__")
     assert namespace["main"]() == "__mp_main__" and namespace["WHERE"] == str(script)
     assert namespace["__file__"] == "/repo/tools/sgtr_train_net.py"
+
+
+def _config_with_align():
+    return EasyDict(MODEL=EasyDict(WEIGHTS="", ALIGN=EasyDict(ENABLED=False)), SOLVER=EasyDict(BASE_LR=0.1))
+
+
+@pytest.mark.parametrize("key, plugin, expected", [
+    ("MODEL.RCL.ENABLED", True, "MODEL.RCL.ENABLED: only MODEL.ALIGN of sgg-plugins exists on SGTR"),
+    ("MODEL.PROBE.WEIGHT", True, "MODEL.PROBE.WEIGHT: only MODEL.ALIGN of sgg-plugins exists on SGTR"),
+    ("MODEL.ALIGN.ENABLED", False, "MODEL.ALIGN.ENABLED: --without-plugin runs the vanilla host"),
+    ("SOLVER.BASE_LRR", True, "SOLVER.BASE_LRR is not a key of this experiment's config"),
+    ("SOLVER.BASE_LR.X", True, "SOLVER.BASE_LR.X is not a key of this experiment's config"),
+])
+def test_unknown_opt_keys_stop_in_one_line_before_the_host_merges(key, plugin, expected):
+    config = _config_with_align()
+    if not plugin:
+        del config.MODEL["ALIGN"]
+    with pytest.raises(launch.LaunchError, match="^" + expected.replace(".", r"\.")):
+        launch.check_opt_keys(config, {"SOLVER.BASE_LR": "0.01", key: "True"}, plugin)
+
+
+def test_known_opt_keys_pass():
+    launch.check_opt_keys(_config_with_align(), {"SOLVER.BASE_LR": "0.01", "MODEL.ALIGN.ENABLED": "True"}, True)

@@ -189,6 +189,30 @@ def check_weights(script, config, opts):
                           "pre-trained entity DETR) or MODEL.WEIGHTS '' to start from scratch")
 
 
+# sgg-plugins nodes that exist on SGB only (docs/sgtr.md says why each is not attached to SGTR).
+SGB_ONLY_NODES = ("MODEL.RCL", "MODEL.PROBE", "MODEL.CLIPMATCH", "MODEL.MRC")
+
+
+def check_opt_keys(config, opts, plugin):
+    """One line for an opt naming a key the config lacks, before the host's merge asserts on it."""
+    for key in opts:
+        node = config
+        for part in key.split("."):
+            if not hasattr(node, "keys") or part not in node:
+                break
+            node = node[part]
+        else:
+            continue
+        if key.startswith(SGB_ONLY_NODES):
+            raise LaunchError(f"{key}: only MODEL.ALIGN of sgg-plugins exists on SGTR (docs/sgtr.md says why "
+                              f"{'.'.join(key.split('.')[:2])} is not attached); drop the opt")
+        if key.startswith("MODEL.ALIGN") and not plugin:
+            raise LaunchError(f"{key}: --without-plugin runs the vanilla host, which has no MODEL.ALIGN; "
+                              "drop the opt or --without-plugin")
+        raise LaunchError(f"{key} is not a key of this experiment's config: check its spelling against the "
+                          "experiment's config file")
+
+
 def prepare(settings, host_argv):
     """Install sgg-plugins for the host and import the experiment's config. Returns the host script path."""
     from . import install
@@ -200,6 +224,7 @@ def prepare(settings, host_argv):
         from .plugin import register
 
         register(config)
+    check_opt_keys(config, opts, settings["plugin"])
     fall_back_to_cpu(config)
     apply_early_opts(config, opts)
     check_weights(settings["script"], config, opts)
