@@ -85,6 +85,18 @@ def test_schedule_from_config_json_and_metrics_json(tmp_path):
     assert stopped["stopped_at"] == 100 and stopped["stop_reason"].startswith("unknown") and stopped["decays"] == []
 
 
+def test_schedule_of_an_epoch_based_run_claims_no_iteration_counts(tmp_path):
+    # train_net.py saves config.json before the trainer turns MAX_EPOCH into MAX_ITER / EVAL_PERIOD.
+    sgtr.write_run(tmp_path, "baseline", 3, [0.5], [0.1] * 6, [], {20: 0.1, 50: 0.1, 100: 0.1},
+                   {100: {"loss_ce": 1.0}}, {}, max_iter=400, eval_period=200)
+    config_path = tmp_path / "config.json"
+    config = json.loads(config_path.read_text())
+    config["SOLVER"]["LR_SCHEDULER"]["MAX_EPOCH"] = 12
+    config_path.write_text(json.dumps(config))
+    schedule = read_schedule(tmp_path)
+    assert schedule["max_iter"] is None and schedule["val_period"] is None and schedule["validations"] == []
+
+
 def test_the_host_split_is_used_only_when_it_fits_the_dataset(tmp_path):
     sgtr.write_run(tmp_path, "baseline", 0, [0.5], [0.1] * 6, [], {20: 0.1, 50: 0.1, 100: 0.1}, {}, {})
     groups, note = SgtrOutputs().host_split(tmp_path, 6)

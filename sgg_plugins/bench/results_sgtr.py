@@ -130,6 +130,10 @@ def read_schedule(run_dir):
     scheduler = config.get("SOLVER", {}).get("LR_SCHEDULER", {})
     max_iter = int(scheduler["MAX_ITER"]) if scheduler.get("MAX_ITER") is not None else None
     eval_period = config.get("TEST", {}).get("EVAL_PERIOD")
+    if scheduler.get("MAX_EPOCH") is not None:
+        # train_net.py saves config.json before its trainer turns MAX_EPOCH into MAX_ITER, STEPS and
+        # EVAL_PERIOD: the saved iteration counts are not the ones the run used.
+        max_iter = eval_period = None
     schedule = {"type": scheduler.get("NAME"), "max_iter": max_iter, "val_period": eval_period,
                 "last_logged_iter": None, "stopped_at": None, "stop_reason": None, "decays": [], "validations": []}
     metrics_path = Path(run_dir) / METRICS_FILE
