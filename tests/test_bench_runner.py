@@ -194,6 +194,15 @@ def test_dry_run_prints_commands_and_runs_nothing(host, tmp_path, capsys):
                                f"TEST.ALLOW_LOAD_FROM_CACHE False OUTPUT_DIR {out}/rcl/seed7")
 
 
+def test_runs_go_seed_by_seed_so_a_stopped_bench_has_complete_pairs(host, tmp_path, capsys):
+    cwd, calls = host
+    out = tmp_path / "out"
+    assert bench(cwd, out, "--variants", "baseline", "align", "--seeds", "0", "1", "--dry-run") == 0
+    outputs = [line.rsplit("OUTPUT_DIR ", 1)[1] for line in capsys.readouterr().out.splitlines()
+               if "--skip-test" in line]
+    assert outputs == [f"{out}/baseline/seed0", f"{out}/align/seed0", f"{out}/baseline/seed1", f"{out}/align/seed1"]
+
+
 def test_changing_the_plan_under_an_existing_bench_is_refused(host, tmp_path, capsys):
     cwd, calls = host
     out = tmp_path / "out"

@@ -446,7 +446,9 @@ class Bench:
         if self.gpus and self.jobs > len(self.gpus):
             print(f"bench: --jobs {self.jobs} > {len(self.gpus)} GPUs; running {len(self.gpus)} at once, one GPU each")
             self.jobs = len(self.gpus)
-        self.runs = [Run(self, v, opts, s) for v, opts in self.variants.items() for s in self.seeds]
+        # Seed by seed, every variant of a seed before the next seed: a bench stopped half-way has
+        # complete pairs to compare, not all of the baseline's seeds and none of a variant's.
+        self.runs = [Run(self, v, opts, s) for s in self.seeds for v, opts in self.variants.items()]
         self._print_lock = threading.Lock()
 
     def script(self, stage):
