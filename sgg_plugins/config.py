@@ -141,6 +141,9 @@ ADAPTER_DEFAULTS = dict(
     # registered under another name that is not a subclass but keeps a stock layout (a copied
     # MotifPredictor with the same attribute names).
     PREDICTOR_LAYOUT="",
+    # Also print the host's training meters after every LOG_PERIOD-th iteration (0: only the host's
+    # own lines, every 200 iterations, a literal in its loops): points for a short run's loss plot.
+    LOG_PERIOD=0,
 )
 
 NODES = {"ALIGN": ALIGN_DEFAULTS, "RCL": RCL_DEFAULTS, "PROBE": PROBE_DEFAULTS,
@@ -338,6 +341,9 @@ def validate_config(cfg):
     layout = cfg.MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT
     if layout and layout not in STOCK_PREDICTORS:
         _fail("MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT", layout, "'' or one of " + ", ".join(STOCK_PREDICTORS))
+    log_period = cfg.MODEL.SGG_PLUGINS.LOG_PERIOD
+    if not isinstance(log_period, int) or isinstance(log_period, bool) or log_period < 0:
+        _fail("MODEL.SGG_PLUGINS.LOG_PERIOD", log_period, "0 (the host's own period) or a positive integer")
     for node, validate_node in VALIDATORS.items():
         validate_node(cfg.MODEL[node])
     layout = predictor_layout(cfg)

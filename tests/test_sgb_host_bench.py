@@ -15,7 +15,8 @@ def test_bench_then_report_end_to_end(synthetic_vg, tmp_path):
     opts = [*overlay_opts(os.path.join(REPO, "configs", "sgb", "synthetic_cpu.opts")),
             *overlay_opts(str(synthetic_vg / "dataset.opts")), *MODES["predcls"],
             "MODEL.ROI_RELATION_HEAD.PREDICTOR", "MotifPredictor", "GLOVE_DIR", str(tmp_path / "glove"),
-            "SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.VAL_PERIOD", "1000"]
+            "SOLVER.MAX_ITER", "3", "SOLVER.CHECKPOINT_PERIOD", "3", "SOLVER.VAL_PERIOD", "1000",
+            "MODEL.SGG_PLUGINS.LOG_PERIOD", "1"]
     config = os.path.join(SGB_ROOT, "configs", "e2e_relation_X_101_32_8_FPN_1x.yaml")
     bench = ["bench", "--config-file", config, "--out", str(out), "--variants", "baseline", "align",
              "--seeds", "0", "1", "--cwd", str(tmp_path), "--", *opts]
@@ -35,3 +36,6 @@ def test_bench_then_report_end_to_end(synthetic_vg, tmp_path):
         assert (report_dir / name).stat().st_size > 0, name
     losses = json.loads((report_dir / "report.json").read_text())["losses"]
     assert any("loss_align" in str(v) for v in losses.values())
+    # LOG_PERIOD 1: the host logs iteration 3 (its last) itself, the plug-in iterations 1 and 2.
+    iterations = {point[0] for curves in losses["align"].values() for point in curves["loss_rel"]}
+    assert iterations == {1, 2, 3}

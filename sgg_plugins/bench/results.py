@@ -338,8 +338,8 @@ class SgbOutputs:
 
     def log_period_note(self, period):
         return (f"The loss curves have one point per {period} iterations: the host's training loop logs its "
-                f"meters every {HOST_LOG_PERIOD} iterations (a literal in its relation_train_net.py), so "
-                f"MAX_ITER sets how many points there are.")
+                f"meters every {HOST_LOG_PERIOD} iterations (a literal in its relation_train_net.py); "
+                f"MODEL.SGG_PLUGINS.LOG_PERIOD N adds the same line every N iterations.")
 
     def training_dataset(self, plan, bench_dir):
         """``(h5, dicts json, validation images)`` of the bench's dataset when its ``PATHS_CATALOG`` is a

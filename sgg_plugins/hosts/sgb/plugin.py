@@ -13,7 +13,9 @@ through ``sgg_plugins.hosts.sgb.install``). It changes no host file:
   declared with MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT); ``Align<Name>`` switches MODEL.ALIGN on;
 - wraps ``ROIRelationHead.forward`` so that, in training, a regularized predictor sees what the head
   holds and does not pass it (the targets' relation maps, the pooled RoI maps): nothing changes in
-  eval or for a vanilla predictor.
+  eval or for a vanilla predictor;
+- prints the host's training meters every ``MODEL.SGG_PLUGINS.LOG_PERIOD`` iterations as well
+  (``training_log``).
 """
 
 import functools
@@ -21,6 +23,7 @@ import logging
 
 from ...config import add_sgg_plugins_config, validate_config
 from .predictors import RegularizedPredictorMixin, make_predictor
+from .training_log import install_training_log
 
 logger = logging.getLogger("sgg_plugins")
 
@@ -70,6 +73,7 @@ def register():
     for module in (relation_head, roi_relation_predictors):
         module.make_roi_relation_predictor = make_roi_relation_predictor
     relation_head.ROIRelationHead.forward = _with_head_inputs(relation_head.ROIRelationHead.forward)
+    install_training_log()
     _STATE["registered"] = True
     logger.info("sgg-plugins: registered MODEL.ALIGN / MODEL.RCL / MODEL.PROBE for every relation predictor "
                 "with a stock SGB layout")
