@@ -49,17 +49,13 @@ def roi_align_forward(features, rois, spatial_scale, pooled_height, pooled_width
 def roi_align_backward(
     grad_output, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio
 ):
-    """Gradient w.r.t. the (batch_size, channels, height, width) features, from torchvision's autograd.
-
-    ROIAlign is linear in the features, so its gradient does not depend on their values: running
-    the forward on zeros and back-propagating ``grad_output`` gives exactly torchvision's gradient.
-    The host calls this inside a no-grad backward, hence the explicit enable_grad.
-    """
-    with torch.enable_grad():
-        features = grad_output.new_zeros((batch_size, channels, height, width), requires_grad=True)
-        pooled = roi_align_forward(features, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio)
-        (grad_features,) = torch.autograd.grad(pooled, features, grad_output)
-    return grad_features
+    """Gradient w.r.t. the (batch_size, channels, height, width) features: torchvision's own backward
+    kernel, the one its ``roi_align`` autograd calls (CPU and CUDA), so the gradient is exactly
+    torchvision's without running a forward pass to get it."""
+    return torch.ops.torchvision._roi_align_backward(
+        grad_output, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width,
+        sampling_ratio, False,
+    )
 
 
 def roi_pool_forward(features, rois, spatial_scale, pooled_height, pooled_width):
@@ -70,17 +66,12 @@ def roi_pool_forward(features, rois, spatial_scale, pooled_height, pooled_width)
 def roi_pool_backward(
     grad_output, features, rois, argmax, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width
 ):
-    """Gradient w.r.t. ``features``, from torchvision's autograd through ROIPool on the saved features.
-
-    ``argmax`` is accepted for the host's signature but not needed: re-running the deterministic
-    forward on the same features selects the same maxima. The shape arguments are implied by
-    ``features``.
-    """
-    with torch.enable_grad():
-        leaf = features.detach().requires_grad_()
-        pooled = torchvision.ops.roi_pool(leaf, rois, (pooled_height, pooled_width), spatial_scale)
-        (grad_features,) = torch.autograd.grad(pooled, leaf, grad_output)
-    return grad_features
+    """Gradient w.r.t. ``features``: torchvision's own backward kernel, which routes each bin's
+    gradient to the position ``argmax`` (from :func:`roi_pool_forward`) recorded. ``features`` is in
+    the host's signature only; the kernel needs its shape, which the host passes too."""
+    return torch.ops.torchvision._roi_pool_backward(
+        grad_output, rois, argmax, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width,
+    )
 
 
 SUPPORTED_OPS = {
