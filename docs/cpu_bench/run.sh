@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The CPU-scale benchmark of issue 14, from nothing to docs/cpu_bench/report.md, resumable:
-#   1. the bench-preset synthetic dataset (4,000 images, 21 long-tailed predicates, scene context);
+# The CPU-scale benchmark of issue 14, from nothing to docs/cpu_bench/<mode>/report.md, resumable:
+#   1. the bench-preset synthetic dataset (21 long-tailed predicates, scene context; 1,800 of its
+#      images by default, see DATA_ARGS);
 #   2. a Faster R-CNN trained on it with the host's own tools/detector_pretrain_net.py through our
 #      launcher, so that every relation run starts from real detector features
 #      (MODEL.PRETRAINED_DETECTOR_CKPT), as SGB users start from a VG-trained detector;
 #   3. the core comparison: Motifs PredCls, baseline against ALIGN, 5 seeds each, through
 #      `sgg-plugins bench` (each run trains until SGB's WarmupReduceLROnPlateau stops it on
 #      validation R@100, or MAX_ITER), then `sgg-plugins report`.
+# What it measured and how long it took: docs/cpu_bench/README.md.
 #
 #   SGB_ROOT=/path/to/Scene-Graph-Benchmark.pytorch bash docs/cpu_bench/run.sh [WORK_DIR]
 #
@@ -39,11 +41,13 @@ IMAGE_SIZES="${IMAGE_SIZES-INPUT.MIN_SIZE_TRAIN (128,) INPUT.MAX_SIZE_TRAIN 160 
 # BASE_LR x IMS_PER_BATCH, so 0.01 here is 0.04, as the README's 0.01 at batch 12 is 0.12); the plateau
 # schedule of the stock config validates every VAL_PERIOD iterations on the 200 validation images,
 # lowers the LR 10x after 2 validations without gain and stops after 3 such decays, so MAX_ITER is
-# only a ceiling. The host logs losses every 200 iterations, which sets the loss plot's points.
+# only a ceiling. The host logs losses every 200 iterations; MODEL.SGG_PLUGINS.LOG_PERIOD adds a line
+# every LOG_PERIOD iterations for the loss plot.
 BATCH="${BATCH:-4}"
 LR="${LR:-0.01}"
 ITERS="${ITERS:-200}"
 VAL_PERIOD="${VAL_PERIOD:-100}"
+LOG_PERIOD="${LOG_PERIOD:-20}"
 # Detector: from random weights (no ImageNet download here), so, as for training from scratch
 # (He et al., "Rethinking ImageNet Pre-training"), GroupNorm in place of the frozen BatchNorm that
 # only makes sense for pretrained weights, and every stage trained (FREEZE_CONV_BODY_AT 0). The
@@ -119,7 +123,7 @@ sgg-plugins bench --config-file "$SGB_ROOT/configs/e2e_relation_X_101_32_8_FPN_1
     MODEL.PRETRAINED_DETECTOR_CKPT "$detector/model_final.pth" \
     SOLVER.IMS_PER_BATCH "$BATCH" SOLVER.BASE_LR "$LR" SOLVER.MAX_ITER "$ITERS" SOLVER.WARMUP_ITERS 100 \
     SOLVER.SCHEDULE.TYPE WarmupReduceLROnPlateau SOLVER.VAL_PERIOD "$VAL_PERIOD" \
-    SOLVER.CHECKPOINT_PERIOD "$VAL_PERIOD" SOLVER.PRE_VAL False || status=$?
+    SOLVER.CHECKPOINT_PERIOD "$VAL_PERIOD" SOLVER.PRE_VAL False MODEL.SGG_PLUGINS.LOG_PERIOD "$LOG_PERIOD" || status=$?
 stamp "bench $MODE: done (exit ${status:-0})"
 sgg-plugins report "$bench" --out "$REPORT_DIR/$MODE"
 stamp "report: $REPORT_DIR/$MODE/report.md"
