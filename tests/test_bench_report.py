@@ -362,9 +362,13 @@ def test_recorded_command_paths_are_made_relative(tmp_path):
     bench_dir.mkdir()
     command = ["/usr/local/bin/sgg-plugins", "bench", "--out", str(bench_dir), "--cwd", str(tmp_path / "sgb"),
                "PATHS_CATALOG", str(tmp_path / "data" / "paths_catalog.py"), f"--config-file={tmp_path}/c.yaml"]
-    assert relative_command(command, bench_dir) == [
+    assert relative_command(command, bench_dir, environ={}) == [
         "sgg-plugins", "bench", "--out", ".", "--cwd", "../sgb", "PATHS_CATALOG", "../data/paths_catalog.py",
         "--config-file=../c.yaml"]
+    # A path in the host checkout is named by the checkout's variable, not by where it is here.
+    host_config = ["/usr/local/bin/sgg-plugins", "bench", "--config-file", str(tmp_path / "sgb" / "configs" / "x.yaml")]
+    assert relative_command(host_config, bench_dir, environ={"SGB_ROOT": str(tmp_path / "sgb")}) == [
+        "sgg-plugins", "bench", "--config-file", "$SGB_ROOT/configs/x.yaml"]
 
 
 def _one_run_bench(bench_dir, record_test_started=None, test_command_cache="False", cleared=None):

@@ -229,18 +229,34 @@ def relative_to(path, bench_dir):
     return os.path.relpath(Path(path).resolve(), Path(bench_dir).resolve())
 
 
-def relative_command(command, bench_dir):
-    """A recorded command line with every absolute path made relative to the bench folder.
+# A path inside a host checkout is written as under its variable: the checkout's place is the
+# reporting machine's, not the bench's.
+HOST_ROOT_VARIABLES = ("SGB_ROOT", "SGTR_ROOT")
+
+
+def portable_path(path, bench_dir, environ=os.environ):
+    """``path`` as ``$SGB_ROOT/...`` (``$SGTR_ROOT/...``) when it lies in that checkout, else relative
+    to the bench folder."""
+    resolved = Path(path).resolve()
+    for variable in HOST_ROOT_VARIABLES:
+        root = environ.get(variable)
+        if root and resolved.is_relative_to(Path(root).resolve()):
+            return f"${variable}/{resolved.relative_to(Path(root).resolve()).as_posix()}"
+    return relative_to(path, bench_dir)
+
+
+def relative_command(command, bench_dir, environ=os.environ):
+    """A recorded command line with every absolute path made portable (:func:`portable_path`).
 
     The program itself is named by its file name (``sgg-plugins``), as a user would type it.
     """
     out = [os.path.basename(command[0])] if command else []
     for token in command[1:]:
         if os.path.isabs(token):
-            out.append(relative_to(token, bench_dir))
+            out.append(portable_path(token, bench_dir, environ))
         elif "=" in token and os.path.isabs(token.partition("=")[2]):
             key, _, value = token.partition("=")
-            out.append(f"{key}={relative_to(value, bench_dir)}")
+            out.append(f"{key}={portable_path(value, bench_dir, environ)}")
         else:
             out.append(token)
     return out
