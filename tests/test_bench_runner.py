@@ -222,6 +222,21 @@ def test_changing_the_plan_under_an_existing_bench_is_refused(host, tmp_path, ca
     assert len(read_calls(calls)) == 2
 
 
+def test_a_key_that_only_changes_the_log_keeps_the_bench_and_its_finished_runs(host, tmp_path, capsys):
+    cwd, calls = host
+    out = tmp_path / "out"
+    assert bench(cwd, out, "--variants", "baseline") == 0
+    log_every_20 = ("MODEL.ROI_RELATION_HEAD.USE_GT_BOX", "True", "MODEL.SGG_PLUGINS.LOG_PERIOD", "20")
+    assert bench(cwd, out, "--variants", "baseline", "align", opts=log_every_20) == 0
+    # The baseline is not retrained; only align's two stages run.
+    launched = read_calls(calls)
+    assert len(launched) == 4 and all(c["opts"][-1] == str(out / "align" / "seed0") for c in launched[2:])
+    # Any other key still makes another plan.
+    capsys.readouterr()
+    assert bench(cwd, out, "--variants", "baseline", opts=log_every_20 + ("SOLVER.MAX_ITER", "10")) == 2
+    assert "base_opts: added SOLVER.MAX_ITER 10" in capsys.readouterr().err
+
+
 def test_bad_command_lines_give_clear_errors(host, tmp_path, capsys):
     cwd, _ = host
     out = tmp_path / "out"

@@ -134,18 +134,24 @@ def opts_to_dict(opts):
     return dict(zip(opts[::2], opts[1::2]))
 
 
+# Keys that change only what a run prints, not what it computes: runs that differ in them are the
+# same experiment (a bench gains a variant after its log period was raised for the loss plot).
+LOG_ONLY_KEYS = frozenset({"MODEL.SGG_PLUGINS.LOG_PERIOD"})
+
+
 def plan_differences(old, new):
     """What changed between two run plans (or two bench.json files), one short phrase per key.
 
     Opts are compared as settings (a later duplicate wins, order does not matter), so a refused
-    rerun names the keys that differ instead of printing both plans.
+    rerun names the keys that differ instead of printing both plans. :data:`LOG_ONLY_KEYS` are not
+    differences.
     """
     differences = []
     for field in sorted(set(old) | set(new)):
         before, after = old.get(field), new.get(field)
         if field.endswith("opts") and isinstance(before, list) and isinstance(after, list):
             before, after = opts_to_dict(before), opts_to_dict(after)
-            for key in sorted(set(before) | set(after)):
+            for key in sorted((set(before) | set(after)) - LOG_ONLY_KEYS):
                 if key not in before:
                     differences.append(f"{field}: added {key} {after[key]}")
                 elif key not in after:
