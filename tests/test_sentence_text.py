@@ -169,9 +169,10 @@ def test_bad_model_names_fail_at_once_naming_the_fix(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CLIPUnavailableError, match="has no modules.json or config.json"):
         resolve_sentence_transformer(f"{SENTENCE_TRANSFORMERS}{tmp_path / 'empty'}")
-    # A hub name that is not cached, offline: at once, with the ways out (a folder, e.g. the packaged one).
+    # A hub name that is not cached, offline, and that no installed package ships: at once, with the ways out.
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setitem(clip_text.PACKAGED_SENTENCE_MODELS, "all-MiniLM-L6-v2", "not_an_installed_package")
     start = time.monotonic()
     with pytest.raises(CLIPUnavailableError) as error:
         resolve_sentence_transformer(f"{SENTENCE_TRANSFORMERS}all-MiniLM-L6-v2")
@@ -226,6 +227,25 @@ def test_clipmatch_refuses_a_sentence_encoder_with_one_line(tmp_path, monkeypatc
 
 
 # ---------------------------------------------------------------- the real all-MiniLM-L6-v2, offline
+
+
+def test_the_hub_name_of_a_packaged_model_loads_offline_from_the_package(tmp_path, monkeypatch):
+    model = packaged_minilm()
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        assert resolve_sentence_transformer(f"{SENTENCE_TRANSFORMERS}{name}") == (model[len(SENTENCE_TRANSFORMERS):],
+                                                                                  True)
+    # In the cache, the name wins over the package (the user's own copy).
+    repo = tmp_path / "empty_hub" / "models--sentence-transformers--all-MiniLM-L6-v2"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "modules.json").write_text("[]")
+    assert resolve_sentence_transformer(f"{SENTENCE_TRANSFORMERS}all-MiniLM-L6-v2") == ("all-MiniLM-L6-v2", True)
+    # Names no package ships are not guessed at.
+    assert clip_text._packaged_sentence_model("all-mpnet-base-v2") is None
+
 
 
 def packaged_minilm():

