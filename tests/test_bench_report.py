@@ -389,6 +389,23 @@ def _one_run_bench(bench_dir, record_test_started=None, test_command_cache="Fals
     return run_dir
 
 
+def test_every_bench_command_into_the_folder_is_shown_and_an_old_single_one_still_is(tmp_path):
+    bench_dir = tmp_path / "bench"
+    _one_run_bench(bench_dir)
+    plan = json.loads((bench_dir / "bench.json").read_text())
+    first = ["/usr/bin/sgg-plugins", "bench", "--out", str(bench_dir), "--variants", "baseline"]
+    second = ["/usr/bin/sgg-plugins", "bench", "--out", str(bench_dir), "--variants", "align"]
+    for key, value, title in (("command", first, "Command:"),
+                              ("commands", [first, second], "Commands (2 bench runs into this folder, in order):")):
+        (bench_dir / "bench.json").write_text(json.dumps({**plan, key: value}))
+        assert main(["report", str(bench_dir), "--out", str(tmp_path / "r")]) == 0
+        md = (tmp_path / "r" / "report.md").read_text()
+        shown = "sgg-plugins bench --out . --variants baseline\n"
+        if key == "commands":
+            shown += "sgg-plugins bench --out . --variants align\n"
+        assert f"{title}\n\n```\n{shown}```" in md
+
+
 def test_a_result_older_than_its_test_stage_is_refused(tmp_path, capsys):
     # The test stage started after the result file was written: the file is from an earlier run.
     run_dir = _one_run_bench(tmp_path / "bench", record_test_started=time.time() + 3600)

@@ -237,6 +237,16 @@ def test_a_key_that_only_changes_the_log_keeps_the_bench_and_its_finished_runs(h
     assert "base_opts: added SOLVER.MAX_ITER 10" in capsys.readouterr().err
 
 
+def test_each_bench_command_into_a_folder_is_recorded_once_in_order(host, tmp_path, monkeypatch):
+    cwd, _ = host
+    out = tmp_path / "out"
+    commands = [["sgg-plugins", "bench", "--variants", name] for name in ("baseline", "align", "baseline")]
+    for command in commands:
+        monkeypatch.setattr(sys, "argv", command)
+        assert bench(cwd, out, *command[2:]) == 0
+    assert json.loads((out / "bench.json").read_text())["commands"] == commands[:2]
+
+
 def test_bad_command_lines_give_clear_errors(host, tmp_path, capsys):
     cwd, _ = host
     out = tmp_path / "out"

@@ -468,7 +468,8 @@ def build_report(args):
         "bench_dir": ".",
         "bench_name": bench_dir.resolve().name,
         "host": host,
-        "command": relative_command(plan.get("command", []), bench_dir),
+        "commands": [relative_command(command, bench_dir)
+                     for command in plan.get("commands") or ([plan["command"]] if plan.get("command") else [])],
         "mode": modes.pop(),
         "test_set": done[0]["test_set"],
         "baseline": baseline,
@@ -560,10 +561,12 @@ def write_markdown(report, path, plots):
         "number of seeds. R@K and zR@K are the means of the host's per-image recalls, as the host prints them; "
         "F@K is the harmonic mean of R@K and mR@K, per run. – marks a metric the host did not produce.", "",
     ]
-    if report["command"]:
+    if report["commands"]:
         # As typed: a token is quoted only when it holds whitespace (an overlay's '' stays '').
-        typed = " ".join(shlex.quote(t) if not t or any(c.isspace() for c in t) else t for t in report["command"])
-        lines += ["Command:", "", "```", typed, "```", ""]
+        typed = [" ".join(shlex.quote(t) if not t or any(c.isspace() for c in t) else t for t in command)
+                 for command in report["commands"]]
+        title = "Command:" if len(typed) == 1 else f"Commands ({len(typed)} bench runs into this folder, in order):"
+        lines += [title, "", "```", *typed, "```", ""]
     lines += ["## Results", ""]
     rows = []
     for v in variants:

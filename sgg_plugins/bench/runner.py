@@ -500,6 +500,11 @@ class Bench:
                                      f"use a new --out")
             variants[name] = opts
         seeds = list(dict.fromkeys(previous.get("seeds", []) + self.seeds))
+        # Every bench command that ran into this folder, in order: a folder filled by several (a
+        # variant added later) is reported with all of them, not only the last. Older files kept one.
+        commands = previous.get("commands") or ([previous["command"]] if previous.get("command") else [])
+        if sys.argv not in commands:
+            commands.append(sys.argv)
         self.out.mkdir(parents=True, exist_ok=True)
         _write_json(path, {
             **base,
@@ -507,7 +512,7 @@ class Bench:
             "variants": variants,
             "seeds": seeds,
             "baseline": "baseline" if "baseline" in variants else None,
-            "command": sys.argv,
+            "commands": commands,
             "updated": _now(),
         })
 
