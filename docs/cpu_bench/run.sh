@@ -122,14 +122,17 @@ case "$MODE" in
     *) echo "MODE must be predcls, sgcls or sgdet, not $MODE" >&2; exit 2 ;;
 esac
 bench="$work/bench_$MODE"
+# A built-in variant that enables RCL (rcl, all) runs as the same opts plus RCL_TEXT; the others as they are.
 builtin=()
 custom=()
 for variant in $VARIANTS; do
-    case "$variant" in
-        rcl) custom+=(--variant "rcl=MODEL.RCL.ENABLED True $RCL_TEXT") ;;
-        all) custom+=(--variant "all=MODEL.ALIGN.ENABLED True MODEL.RCL.ENABLED True MODEL.PROBE.ENABLED True $RCL_TEXT") ;;
-        *) builtin+=("$variant") ;;
-    esac
+    opts="$(python -c 'import sys; from sgg_plugins.bench.runner import BUILTIN_VARIANTS
+print(" ".join(BUILTIN_VARIANTS.get(sys.argv[1], [])))' "$variant")"
+    if [ -n "$RCL_TEXT" ] && [[ " $opts " == *" MODEL.RCL.ENABLED True "* ]]; then
+        custom+=(--variant "$variant=$opts $RCL_TEXT")
+    else
+        builtin+=("$variant")
+    fi
 done
 stamp "bench $MODE ($VARIANTS x seeds $SEEDS): start"
 # A failed run does not stop the others; bench exits 1 and the report lists it.

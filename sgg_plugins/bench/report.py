@@ -44,6 +44,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from .runner import bench_commands
 from .results import (
     HOST_NUM_VAL_IMAGES,
     ResultError,
@@ -468,8 +469,7 @@ def build_report(args):
         "bench_dir": ".",
         "bench_name": bench_dir.resolve().name,
         "host": host,
-        "commands": [relative_command(command, bench_dir)
-                     for command in plan.get("commands") or ([plan["command"]] if plan.get("command") else [])],
+        "commands": [relative_command(command, bench_dir) for command in bench_commands(plan)],
         "mode": modes.pop(),
         "test_set": done[0]["test_set"],
         "baseline": baseline,

@@ -139,6 +139,11 @@ def opts_to_dict(opts):
 LOG_ONLY_KEYS = frozenset({"MODEL.SGG_PLUGINS.LOG_PERIOD"})
 
 
+def bench_commands(plan):
+    """The bench commands recorded in a ``bench.json``, in order (files before ``commands`` kept one ``command``)."""
+    return list(plan.get("commands") or ([plan["command"]] if plan.get("command") else []))
+
+
 def plan_differences(old, new):
     """What changed between two run plans (or two bench.json files), one short phrase per key.
 
@@ -501,8 +506,8 @@ class Bench:
             variants[name] = opts
         seeds = list(dict.fromkeys(previous.get("seeds", []) + self.seeds))
         # Every bench command that ran into this folder, in order: a folder filled by several (a
-        # variant added later) is reported with all of them, not only the last. Older files kept one.
-        commands = previous.get("commands") or ([previous["command"]] if previous.get("command") else [])
+        # variant added later) is reported with all of them, not only the last.
+        commands = bench_commands(previous)
         if sys.argv not in commands:
             commands.append(sys.argv)
         self.out.mkdir(parents=True, exist_ok=True)
