@@ -22,6 +22,7 @@ from sgg_plugins.bench.report import (  # noqa: E402
     ReportError,
     detectable_difference,
     f_at_k,
+    mean_recall_variance_shares,
     paired_test,
     read_split_file,
     split_by_counts,
@@ -185,6 +186,32 @@ def test_noise_floor_of_the_paired_test():
     # Halving the std halves both; one seed has no test.
     assert detectable_difference(0.005, 5)["significant"] == pytest.approx(floor["significant"] / 2)
     assert detectable_difference(0.01, 1)["significant"] is None
+
+
+def test_variance_shares_of_mean_recall_against_a_hand_computation():
+    # Three predicates over three seeds: two near-synonyms trading recall, and one that varies alone.
+    # Sample covariances (ddof=1): Var r1 = Var r2 = 0.25, Cov(r1, r2) = -0.25, Var r3 = 0.03,
+    # Cov(r1, r3) = 0.075, Cov(r2, r3) = -0.075; row sums 0.075, -0.075, 0.03 of a total 0.03.
+    recalls = [[0.0, 0.5, 1.0], [1.0, 0.5, 0.0], [0.2, 0.2, 0.5]]
+    shares = mean_recall_variance_shares(recalls)
+    assert shares == pytest.approx([2.5, -2.5, 1.0])
+    # The total is P^2 times the variance of mR over the seeds (0.4, 0.4, 0.5).
+    mean_recall = [statistics.fmean(column) for column in zip(*recalls)]
+    assert statistics.variance(mean_recall) * 9 == pytest.approx(0.03)
+    assert mean_recall_variance_shares([[0.3, 0.3], [0.5, 0.5]]) is None  # mR did not move
+
+
+def test_the_report_says_which_predicates_make_the_baselines_spread(bench):
+    _, out, report = bench
+    # Every fixture predicate is the run's mR@100 plus a constant, so each carries 1/6 of the spread.
+    shares = [p["baseline_variance_share"] for p in report["predicates"]]
+    assert shares == pytest.approx([1 / 6] * 6)
+    assert report["variance_share"]["seeds"] == [0, 1, 2]
+    md = (out / "report.md").read_text()
+    assert "Where the baseline's spread of mR@100 comes from" in md
+    assert "| 17 % |" in md
+    csv_text = (out / "report.csv").read_text()
+    assert csv_text.count(",variance_share,") == 6
 
 
 def test_f_at_k_is_the_harmonic_mean_of_recall_and_mean_recall():

@@ -11,6 +11,7 @@ path in them relative to the bench folder, so a report reads the same when the f
 - ``report.md``: R@K, mR@K, F@K (harmonic mean of R@K and mR@K), ng-mR@K, zR@K as mean ± sample
   standard deviation (ddof = 1) over seeds, in percent; the noise floor (the difference a paired
   test over the baseline's seeds can detect given its seed-to-seed std); head/body/tail mR@100;
+  each predicate's share of the baseline's seed-to-seed variance of mR@100;
   per variant the per-seed differences to the baseline with ``scipy.stats.ttest_rel``,
   ``scipy.stats.wilcoxon`` and the t-based 95 % confidence interval of the mean difference; every
   run's status, LR schedule, where it stopped and how long it took;
@@ -149,6 +150,23 @@ def detectable_difference(baseline_std, n, alpha=0.05, power=0.8):
     noncentrality = optimize.brentq(shortfall, 0.0, 30.0)
     result["at_power"] = noncentrality * sd_diff / math.sqrt(n)
     return result
+
+
+def mean_recall_variance_shares(recall_by_seed):
+    """Each predicate's share of the seed-to-seed variance of mR@K, or None where mR@K did not vary.
+
+    mR@K is the mean of the P per-predicate recalls r_1..r_P, so over seeds
+    Var(mR) = (1/P^2) * sum_i sum_j Cov(r_i, r_j), and predicate i's share is
+    sum_j Cov(r_i, r_j) / sum_ij Cov(r_i, r_j). The shares sum to 1; a negative one marks a predicate
+    whose recall moves against the others' (a near-synonym taking recall from another).
+    ``recall_by_seed``: one sequence per predicate, its recall on the same >= 2 seeds.
+    """
+    import numpy as np
+
+    covariance = np.atleast_2d(np.cov(np.asarray(recall_by_seed, dtype=float)))  # sample (ddof=1), as the std
+    row_sums = covariance.sum(axis=1)
+    total = row_sums.sum()
+    return None if total <= 0 else (row_sums / total).tolist()
 
 
 def f_at_k(recall, mean_recall):
@@ -464,6 +482,18 @@ def build_report(args):
             recall[variant] = {"mean": mean, "std": std, "n": n, "by_seed": by_seed}
         predicates.append({"index": i + 1, "name": name, "train_count": counts[i] if counts else None,
                            "group": groups[i] if groups else None, f"R@{SPLIT_K}": recall})
+    # Where the baseline's noise floor comes from: its mR@K spread split by predicate, over the seeds
+    # on which every predicate has a recall.
+    spread_seeds = []
+    if baseline is not None:
+        spread_seeds = [s for s in seeds if all(p[f"R@{SPLIT_K}"][baseline]["by_seed"].get(s) is not None
+                                                for p in predicates)]
+    shares = None
+    if len(spread_seeds) >= 2:
+        shares = mean_recall_variance_shares(
+            [[p[f"R@{SPLIT_K}"][baseline]["by_seed"][s] for s in spread_seeds] for p in predicates])
+    for i, predicate in enumerate(predicates):
+        predicate["baseline_variance_share"] = shares[i] if shares else None
 
     return {
         "bench_dir": ".",
@@ -488,6 +518,9 @@ def build_report(args):
         "summary": summary,
         "paired": paired,
         "noise_floor": noise_floor,
+        "variance_share": {"metric": f"mR@{SPLIT_K}", "seeds": spread_seeds if shares else [],
+                           "rule": "predicate i: sum_j Cov(r_i, r_j) / sum_ij Cov(r_i, r_j) over the baseline's "
+                                   "seeds (sample covariance); the shares sum to 1"},
         "predicates": predicates,
         "losses": {v: {s: runs[(v, s)]["losses"] for s in seeds if runs[(v, s)]["losses"]} for v in order},
     }
@@ -592,6 +625,21 @@ def write_markdown(report, path, plots):
         lines += _table(["Metric", "n", "baseline std", f"smallest Δ with p < {alpha}", "Δ at 80 % power",
                          "min Wilcoxon p"], rows)
 
+    sources = sorted((p for p in report["predicates"] if p["baseline_variance_share"] is not None),
+                     key=lambda p: -p["baseline_variance_share"])
+    if sources:
+        spread_seeds = report["variance_share"]["seeds"]
+        lines += ["", f"Where the baseline's spread of mR@{SPLIT_K} comes from: mR@{SPLIT_K} is the mean of the "
+                  f"per-predicate recalls, so its variance over seeds is the sum of their covariances divided by "
+                  f"P², and each predicate's share is its row of that sum. The shares add up to 100 %; a negative "
+                  f"one is a predicate whose recall moves against the others'. The {min(5, len(sources))} largest:",
+                  ""]
+        rows = [[p["name"], p["group"] or "–", "–" if p["train_count"] is None else p["train_count"],
+                 " / ".join(_pct(p[f"R@{SPLIT_K}"][baseline]["by_seed"][s], 0) for s in spread_seeds),
+                 f"{100 * p['baseline_variance_share']:.0f} %"] for p in sources[:5]]
+        lines += _table(["Predicate", "group", "training samples",
+                         f"{baseline} R@{SPLIT_K}, seeds {', '.join(map(str, spread_seeds))}", "share"], rows)
+
     lines += ["", f"## Head / body / tail mR@{SPLIT_K}", "", f"Split: {report['split']['rule']}.", ""]
     if split:
         lines += [f"Training counts: {report['split']['counts_from']}, `{report['split']['statistics']}`.", ""]
@@ -680,6 +728,7 @@ def write_csv(report, path):
         name = predicate["name"]
         rows.append(["predicate", "", "", name, "train_count", predicate["train_count"]])
         rows.append(["predicate", "", "", name, "group", predicate["group"]])
+        rows.append(["predicate", report["baseline"], "", name, "variance_share", predicate["baseline_variance_share"]])
         for variant, entry in predicate[f"R@{SPLIT_K}"].items():
             for seed, value in entry["by_seed"].items():
                 rows.append(["predicate", variant, seed, name, f"R@{SPLIT_K}", value])
