@@ -120,7 +120,7 @@ case "$MODE" in
     sgcls) mode_opts="MODEL.ROI_RELATION_HEAD.USE_GT_BOX True MODEL.ROI_RELATION_HEAD.USE_GT_OBJECT_LABEL False" ;;
     # SGDet keeps 12 detections per image, not the overlay's 20: these scenes have 3-10 objects (6 on
     # average), so 12 still exceeds every image's ground truth, and the 132 candidate pairs instead of
-    # 380 bring a 1-thread SGDet step from about 4.5 s to 3.6 s (SGB's 80 on VG is for ~12 objects).
+    # 380 bring a 1-thread SGDet step from about 4.5 s to 3.4-3.7 s (SGB's 80 on VG is for ~12 objects).
     sgdet) mode_opts="MODEL.ROI_RELATION_HEAD.USE_GT_BOX False MODEL.ROI_RELATION_HEAD.USE_GT_OBJECT_LABEL False
         MODEL.ROI_HEADS.DETECTIONS_PER_IMG 12" ;;
     *) echo "MODE must be predcls, sgcls or sgdet, not $MODE" >&2; exit 2 ;;
