@@ -95,7 +95,7 @@ def check_datasets(cfg, data_folder):
     """Findings for ``--data`` (with the config's class counts if a config is given) or the config's datasets."""
     from_config = {}
     if cfg is not None and data_folder is None:
-        from .hosts.sgb.preflight import PreflightError, catalog_datasets
+        from .hosts.sgb.catalog import PreflightError, catalog_datasets
 
         names = [*cfg.DATASETS.TRAIN, *cfg.DATASETS.VAL, *cfg.DATASETS.TEST]
         try:

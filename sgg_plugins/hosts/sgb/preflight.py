@@ -18,15 +18,12 @@ import re
 import zipfile
 
 from ...config import NODES, ConfigError, validate_config
-from ...data.vg_check import VGFiles, check_vg_dataset, first_failure
+from ...data.vg_check import check_vg_dataset, first_failure
+from .catalog import PreflightError, catalog_datasets
 from .predictors import registered_predictor
 
 TYPE_MISMATCH = re.compile(r"Type mismatch \((.+?) vs\. (.+?)\) with values \((.*) vs\. (.*)\) for config key: (\S+)")
 PLUGIN_NODES = tuple(f"MODEL.{name}." for name in NODES)
-
-
-class PreflightError(ValueError):
-    """Bad input found before the host starts; the message is the one line to show."""
 
 
 def parse_host_args(host_argv):
@@ -171,26 +168,6 @@ def dataset_names(cfg, script, skip_test):
     if script == "relation_test_net":
         return list(cfg.DATASETS.TEST)
     return [*cfg.DATASETS.TRAIN, *cfg.DATASETS.VAL, *([] if skip_test else cfg.DATASETS.TEST)]
-
-
-def catalog_datasets(cfg, names):
-    """{name: VGFiles} for the Visual Genome-format datasets among ``names``, from cfg.PATHS_CATALOG."""
-    from maskrcnn_benchmark.utils.imports import import_file
-
-    if not os.path.isfile(cfg.PATHS_CATALOG):
-        raise PreflightError(f"PATHS_CATALOG {cfg.PATHS_CATALOG} does not exist")
-    catalog = import_file("maskrcnn_benchmark.config.paths_catalog", cfg.PATHS_CATALOG, True).DatasetCatalog
-    found = {}
-    for name in dict.fromkeys(names):
-        try:
-            entry = catalog.get(name, cfg)
-        except Exception as error:  # catalogs signal an unknown name with any exception (the stock one asserts)
-            raise PreflightError(f"dataset {name} is not served by PATHS_CATALOG {cfg.PATHS_CATALOG} "
-                                 f"({type(error).__name__}: {error})") from None
-        args = entry.get("args", {})
-        if entry.get("factory") == "VGDataset" and {"roidb_file", "dict_file", "image_file", "img_dir"} <= set(args):
-            found[name] = VGFiles.from_catalog_args(args)
-    return found
 
 
 def class_counts(cfg):

@@ -19,7 +19,7 @@ from ....regularizers.clipmatch import PredicateMatchingLoss
 from ....text.candidates import load_or_compute_candidate_bank
 from ...hooks import Tap, resolve
 from .base import SGBObjective, require
-from .rcl import dataset_statistics
+from ..catalog import dataset_statistics
 
 
 class ClipMatchObjective(SGBObjective):

@@ -20,9 +20,10 @@ import torch
 
 from ....config import ConfigError
 from ....regularizers.rcl import RelationalContrastiveLoss
-from ....text.clip_text import load_or_compute_bank, read_vg_classes, read_vg_training_triplets
+from ....text.clip_text import load_or_compute_bank
 from ....text.glove import glove_phrases
 from ...hooks import Tap, resolve
+from ..catalog import training_text_sources
 from .base import SGBObjective, require
 
 logger = logging.getLogger(__name__)
@@ -32,34 +33,6 @@ logger = logging.getLogger(__name__)
 LOG_PERIOD = 200
 # Below this share of the other relations kept as negatives, RCL has (almost) nothing to contrast.
 FEW_NEGATIVES_SHARE = 0.05
-
-
-def dataset_statistics(config):
-    """The host's frequency statistics (cached by the host in OUTPUT_DIR); MODEL.CLIPMATCH reads them."""
-    from maskrcnn_benchmark.data import get_dataset_statistics
-
-    return get_dataset_statistics(config)
-
-
-def training_text_sources(config):
-    """(obj_classes, pred_classes, [T, 3] triplets) of every training dataset named in ``config``."""
-    from ..preflight import catalog_datasets
-
-    names = list(config.DATASETS.TRAIN)
-    found = catalog_datasets(config, names)
-    if len(found) != len(set(names)):
-        missing = [n for n in names if n not in found]
-        raise ValueError(f"MODEL.RCL reads its triplets from the training dataset's VG-SGG.h5 and dict file, but "
-                         f"DATASETS.TRAIN {', '.join(missing)} is not a Visual Genome-format dataset (roidb_file, "
-                         f"dict_file) in PATHS_CATALOG {config.PATHS_CATALOG}")
-    files = list(found.values())
-    obj_classes, pred_classes = read_vg_classes(files[0].dict_file)
-    for other in files[1:]:
-        if read_vg_classes(other.dict_file) != (obj_classes, pred_classes):
-            raise ValueError(f"MODEL.RCL: the training datasets' dict files {files[0].dict_file} and "
-                             f"{other.dict_file} list different classes")
-    triplets = torch.cat([read_vg_training_triplets(f.roidb_file) for f in files])
-    return obj_classes, pred_classes, triplets
 
 
 class RclObjective(SGBObjective):
