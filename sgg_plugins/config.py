@@ -22,6 +22,7 @@ MASK_UNITS = ("element", "relation")
 RCL_LEVELS = ("dual", "triple", "unary")
 RCL_SAMPLING_EMBEDDINGS = ("glove", "clip")
 RCL_ADAPTERS = ("linear", "attention")
+RCL_PLACEMENTS = ("classifier", "side")
 PROBE_FEATURES = ("edge_ctx", "obj_ctx")
 PROBE_VIEWS = ("augment", "mask")
 
@@ -76,7 +77,20 @@ RCL_DEFAULTS = dict(
     ENABLED=False,
     WEIGHT=1.0,
     LEVELS="dual",
-    TEMPERATURE=0.07,  # tau of Eq. 4
+    # Where h_rel sits. "classifier": seed 001's architecture, the host's relation classifier reads
+    # h_rel's output (§3.4: "the learned relation feature v_ij^r is used to predict final relation
+    # label"), in training and evaluation, so RCL shapes the feature that is classified; h_rel keeps
+    # the classifier's input width and starts as the identity, so the host's model is unchanged at
+    # initialisation. "side": the adapters beside the classifier, inference the host's own.
+    PLACEMENT="classifier",
+    # Stop RCL's gradient at the host's features: only the adapters, W matrices (and the learned
+    # scale) learn from it, as in seed 001, whose CLIP encoders are frozen ("their parameters are
+    # fixed during training", §3.2); the classifier's cross entropy still trains everything.
+    DETACH_INPUT=True,
+    # tau of Eq. 4; seed 001 gives no value. With LEARN_TEMPERATURE, the initial value of CLIP's
+    # learnable logit scale 1/tau (clipped at 100); otherwise fixed.
+    TEMPERATURE=0.07,
+    LEARN_TEMPERATURE=True,
     GAMMA=0.5,  # gamma of Eq. 5
     SYNONYM_THRESHOLD=0.7,  # epsilon of Eq. 7
     MIN_SIMILARITY=0.0,  # eta of Eq. 7
@@ -272,8 +286,9 @@ def validate_align(a):
 def validate_rcl(r):
     """Check a ``MODEL.RCL`` node (any host's config class); one-line :class:`ConfigError`."""
     p = "MODEL.RCL"
-    for key in ("ENABLED", "WEIGHTED_NEGATIVES"):
+    for key in ("ENABLED", "WEIGHTED_NEGATIVES", "DETACH_INPUT", "LEARN_TEMPERATURE"):
         _check_bool(r, p, key)
+    _check_choice(r, p, "PLACEMENT", RCL_PLACEMENTS)
     _check_range(r, p, "WEIGHT", 0.0, float("inf"))
     _check_choice(r, p, "LEVELS", RCL_LEVELS)
     _check_range(r, p, "TEMPERATURE", 0.0, float("inf"), low_open=True)

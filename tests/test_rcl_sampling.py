@@ -203,3 +203,42 @@ def test_attention_adapter_width_must_split_into_heads():
         RelationalContrastiveLoss(6, 4, 6, embed_dim=100, adapter="attention")
     with pytest.raises(ValueError, match="adapter 'mlp' is not one of linear, attention"):
         RelationalContrastiveLoss(6, 4, 6, adapter="mlp")
+
+
+def test_synonym_pairs_against_explicit_loops():
+    """synonym_pairs' share and top pairs, recomputed pair by pair over the training relations."""
+    from sgg_plugins.regularizers.rcl import synonym_pairs
+
+    gen = torch.Generator().manual_seed(1)
+    num_obj, num_pred, dim = 4, 5, 3  # 3-d phrases: many pairs land above ε
+
+    def unit(*shape):
+        return F.normalize(torch.randn(*shape, dim, generator=gen), dim=-1)
+
+    triplets = torch.randint(1, num_obj + 1, (40, 3), generator=gen)
+    triplets[:, 1] = torch.randint(1, num_pred + 1, (40,), generator=gen)
+    unique = torch.unique(triplets, dim=0)
+    bank = TextEmbeddingBank(unit(num_obj + 1), unit(num_pred + 1), unit(num_obj + 1, num_pred + 1),
+                             unit(num_pred + 1, num_obj + 1), unique, unit(len(unique)))
+    report = synonym_pairs(bank, triplets, "dual", 0.7, top=3)
+    tables = {"subject-predicate": lambda t: bank.subject_predicate_table[t[0], t[1]],
+              "predicate-object": lambda t: bank.predicate_object_table[t[1], t[2]]}
+    keys = {"subject-predicate": lambda t: (int(t[0]), int(t[1]), None),
+            "predicate-object": lambda t: (None, int(t[1]), int(t[2]))}
+    for kind, (share, pairs) in report.items():
+        dropped = total = 0
+        seen = {}
+        for a in triplets:
+            for b in triplets:
+                if keys[kind](a) == keys[kind](b):
+                    continue
+                total += 1
+                sim = float(F.cosine_similarity(tables[kind](a), tables[kind](b), dim=0))
+                if sim > 0.7:
+                    dropped += 1
+                    if int(a[1]) != int(b[1]):
+                        seen[frozenset((keys[kind](a), keys[kind](b)))] = sim
+        assert share == pytest.approx(dropped / total, abs=1e-6)
+        expected = sorted(seen.values(), reverse=True)[:3]
+        assert [sim for *_, sim in pairs] == pytest.approx(expected, abs=1e-5)
+        assert all(frozenset((a, b)) in seen for a, b, _ in pairs)

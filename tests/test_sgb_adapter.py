@@ -254,15 +254,93 @@ def rcl_statistics(monkeypatch):
     return requested
 
 
+def rcl_parameters(model):
+    return {n for n, _ in model.named_parameters() if n.startswith("sgg_plugins.rcl.")}
+
+
+@pytest.mark.parametrize("placement", ["classifier", "side"])
 @pytest.mark.parametrize("base", PREDICTORS)
-def test_rcl_loss_trains_adapters_and_relation_features(base, rcl_statistics):
-    model = build(base, RCL_ENABLED=True, RCL_EMBED_DIM=16)
-    losses = run(model)[2]
-    assert torch.isfinite(losses["loss_rcl"]) and losses["loss_rcl"] > 0
-    named, _ = grads_of(losses["loss_rcl"], model)
-    assert any(nonzero(g) for n, g in named.items() if n.startswith("sgg_plugins.rcl"))
+def test_rcl_detached_trains_exactly_its_own_parameters(base, placement, rcl_statistics):
+    """DETACH_INPUT (seed 001's frozen encoders): RCL's gradient reaches every parameter of RCL's
+    adapters, W matrices and logit scale, and every other parameter gets exactly zero, as do the
+    predictor's input features."""
+    model = build(base, RCL_ENABLED=True, RCL_EMBED_DIM=16, RCL_PLACEMENT=placement, RCL_DETACH_INPUT=True)
+    batch = fake.make_batch()
+    loss = run(model, batch)[2]["loss_rcl"]
+    assert torch.isfinite(loss) and loss > 0
+    named, inputs = grads_of(loss, model, batch[4:])
+    got = {n for n, g in named.items() if nonzero(g)}
+    assert got == rcl_parameters(model), f"extra {sorted(got - rcl_parameters(model))}"
+    assert not any(nonzero(g) for g in inputs)
+
+
+@pytest.mark.parametrize("placement", ["classifier", "side"])
+@pytest.mark.parametrize("base", PREDICTORS)
+def test_rcl_undetached_also_trains_the_features_under_the_classifier(base, placement, rcl_statistics):
+    model = build(base, RCL_ENABLED=True, RCL_EMBED_DIM=16, RCL_PLACEMENT=placement, RCL_DETACH_INPUT=False)
+    loss = run(model)[2]["loss_rcl"]
+    named, _ = grads_of(loss, model)
+    assert all(nonzero(named[n]) for n in rcl_parameters(model))
     assert any(nonzero(g) for n, g in named.items() if n.startswith("context_layer"))
     assert not any(nonzero(g) for n, g in named.items() if n.startswith(model.spec.relation_feature))
+
+
+@pytest.mark.parametrize("base", PREDICTORS)
+def test_rcl_classifier_placement_classifies_h_rel_output_in_training_and_eval(base, rcl_statistics):
+    """Seed 001 §3.4: "the learned relation feature v_ij^r is used to predict final relation label".
+    h_rel starts as the identity (the host's predictions, bit for bit); loss_rel's gradient reaches
+    it; once it moves, evaluation changes with it."""
+    torch.manual_seed(0)
+    host = base(fake.make_cfg(base.__name__), fake.IN_CHANNELS)
+    ours = build(base, RCL_ENABLED=True, RCL_EMBED_DIM=16, RCL_PLACEMENT="classifier")
+    ours.load_state_dict(host.state_dict(), strict=False)
+    batch = fake.make_batch()
+    host.eval(), ours.eval()
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(run(host, batch)[1], run(ours, batch)[1]))
+    ours.train()
+    rel_dists = torch.cat(run(ours, batch)[1])
+    labels = torch.cat(batch[2])
+    loss_rel = torch.nn.functional.cross_entropy(rel_dists, labels)
+    named, _ = grads_of(loss_rel, ours)
+    h_rel = ours.sgg_plugins.rcl.loss.rel_adapter
+    assert nonzero(named["sgg_plugins.rcl.loss.rel_adapter.weight"])
+    with torch.no_grad():
+        h_rel.weight.mul_(0.5)
+    ours.eval()
+    with torch.no_grad():
+        assert not all(torch.equal(a, b) for a, b in zip(run(host, batch)[1], run(ours, batch)[1]))
+
+
+@pytest.mark.parametrize("base", PREDICTORS)
+def test_rcl_side_placement_leaves_eval_bit_identical_to_the_host(base, rcl_statistics):
+    torch.manual_seed(0)
+    host = base(fake.make_cfg(base.__name__), fake.IN_CHANNELS)
+    ours = build(base, RCL_ENABLED=True, RCL_EMBED_DIM=16, RCL_PLACEMENT="side")
+    ours.load_state_dict(host.state_dict(), strict=False)
+    with torch.no_grad():  # an adapter that is not the identity must not matter in eval
+        ours.sgg_plugins.rcl.loss.rel_adapter.weight.normal_()
+    batch = fake.make_batch()
+    host.eval(), ours.eval()
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(run(host, batch)[1], run(ours, batch)[1]))
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in ours.modules())
+
+
+def test_rcl_learned_temperature_is_a_parameter_clipped_like_clips(rcl_statistics):
+    learned = build(fake.MotifPredictor, RCL_ENABLED=True, RCL_EMBED_DIM=16, RCL_LEARN_TEMPERATURE=True)
+    fixed = build(fake.MotifPredictor, RCL_ENABLED=True, RCL_EMBED_DIM=16, RCL_LEARN_TEMPERATURE=False,
+                  RCL_TEMPERATURE=0.2)
+    loss = learned.sgg_plugins.rcl.loss
+    assert "sgg_plugins.rcl.loss.log_logit_scale" in dict(learned.named_parameters())
+    assert float(loss.logit_scale.detach()) == pytest.approx(1 / 0.07)
+    named, _ = grads_of(run(learned)[2]["loss_rcl"], learned)
+    assert nonzero(named["sgg_plugins.rcl.loss.log_logit_scale"])
+    with torch.no_grad():
+        loss.log_logit_scale.fill_(10.0)
+    assert float(loss.logit_scale) == 100.0
+    assert "sgg_plugins.rcl.loss.log_logit_scale" not in fixed.state_dict()  # a fixed τ adds no key
+    assert float(fixed.sgg_plugins.rcl.loss.logit_scale) == pytest.approx(5.0)
 
 
 def test_rcl_bank_covers_every_training_triplet_and_the_config(rcl_statistics):

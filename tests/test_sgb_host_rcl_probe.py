@@ -43,15 +43,24 @@ def assert_finite_losses(log, *names):
         assert values and all(math.isfinite(v) for v in values), f"{name} not logged finite:\n{log[-3000:]}"
 
 
-def test_rcl_trains_from_precomputed_embeddings_and_leaves_eval_unchanged(synthetic_vg, tmp_path, embeddings):
-    out, log = train_briefly(synthetic_vg, tmp_path, "MotifPredictor", opts=embeddings)
+@pytest.mark.parametrize("placement", ["side", "classifier"])
+def test_rcl_trains_from_precomputed_embeddings_and_evaluates_by_its_placement(synthetic_vg, tmp_path, embeddings,
+                                                                               placement):
+    """side: the checkpoint evaluates as the vanilla host's; classifier: the host's classifier reads
+    the trained h_rel, so the same checkpoint's predictions differ from the vanilla host's."""
+    opts = [*embeddings, "MODEL.RCL.PLACEMENT", placement]
+    out, log = train_briefly(synthetic_vg, tmp_path, "MotifPredictor", opts=opts)
     assert_finite_losses(log, "loss_rcl")
     assert "text embeddings loaded from" in log  # no CLIP computation at training time
     weight = out / "model_final.pth"
-    with_rcl, _ = host_predictions(synthetic_vg, tmp_path, "MotifPredictor", weight, "eval_rcl", embeddings)
+    with_rcl, _ = host_predictions(synthetic_vg, tmp_path, "MotifPredictor", weight, "eval_rcl", opts)
     vanilla, _ = host_predictions(synthetic_vg, tmp_path, "MotifPredictor", weight, "eval_vanilla",
                                   launcher_args=["--without-plugin"])
-    assert_identical_predictions(with_rcl, vanilla)
+    if placement == "side":
+        assert_identical_predictions(with_rcl, vanilla)
+    else:
+        with pytest.raises(AssertionError):
+            assert_identical_predictions(with_rcl, vanilla)
 
 
 @pytest.mark.parametrize("feature", ["edge_ctx", "obj_ctx"])

@@ -70,7 +70,7 @@ def test_an_emptied_dictionary_is_warned_about_once(text, caplog):
 
 
 def test_attention_adapter_trains_inside_a_step(text):
-    model = build(RCL_ADAPTER="attention")
+    model = build(RCL_ADAPTER="attention", RCL_PLACEMENT="side")
     loss = model(*fake.make_batch())[2]["loss_rcl"]
     loss.backward()
     adapter = model.sgg_plugins.rcl.loss.rel_adapter

@@ -29,10 +29,16 @@ alike, so the same ε keeps far fewer negatives. The mean size of Q_k is kept af
 Choices the paper leaves open, made here:
 
 - Adapters (h_rel, h_obj of §3.2; h_obj is shared by subject and object, as in the paper) map the
-  host's features to D_v: ``adapter="linear"``, one fully connected layer; or ``"attention"``, the
-  paper's "a fully connected layer and two multi-head attention layers" (:class:`AttentionAdapter`),
-  attending within each image. W^t maps D_t to D_v (the paper has D_t = D_v = 512 and square W^t;
-  a rectangular W^t allows another CLIP width).
+  host's features to ``adapter_dim``: ``adapter="linear"``, one fully connected layer; or
+  ``"attention"``, the paper's "a fully connected layer and two multi-head attention layers"
+  (:class:`AttentionAdapter`), attending within each image. W^v maps ``adapter_dim`` to D_v and
+  W^t maps D_t to D_v (the paper has D_t = D_v = 512 and square W's; ``adapter_dim`` defaults to
+  D_v; a host whose classifier reads h_rel's output needs h_rel to keep the classifier's width, and
+  a rectangular W^t allows another text encoder's width). The host adapter may apply h_rel itself
+  (where the classifier reads it) and pass the adapted relation features (``rel_adapted``).
+- τ (Eq. 4) is not given by the paper. ``learn_temperature``: a learnable logit scale 1/τ as CLIP
+  trains its own (Radford et al. 2021: initialised at 1/0.07, stored as its log, clipped at 100);
+  otherwise the fixed ``temperature``.
 - Eq. 5 writes 1/N² Σ over N² pairs; each query k has exactly one positive, so this is the mean
   over the N queries of γ l^(v→t) + (1 − γ) l^(t→v), which is what is computed.
 - The positive is always in its own denominator (weight 1), as in InfoNCE.
@@ -49,6 +55,7 @@ Choices the paper leaves open, made here:
 Everything is batched over relations with [N, N] masks; CLIP never runs here.
 """
 import logging
+import math
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +68,9 @@ ADAPTERS = ("linear", "attention")
 # Heads of the attention adapters: 8 heads of 64 channels at D_v = 512, the head width of CLIP's
 # own text transformer (512 wide, 8 heads) whose embeddings the adapted features meet.
 ATTENTION_HEADS = 8
+# CLIP clips its learned logit scale at 100 (τ = 0.01) "to prevent scaling the logits by more than
+# 100, which we found necessary to prevent training instability" (Radford et al. 2021, §2.5).
+MAX_LOGIT_SCALE = 100.0
 
 
 def negative_log_weights(similarity, inverse=None, synonym_threshold=0.7, min_similarity=0.0, weighted=True):
@@ -93,6 +103,44 @@ def negative_log_weights(similarity, inverse=None, synonym_threshold=0.7, min_si
         weights = torch.where(total.unsqueeze(1) > 0, score * scale, member)
     log_weights = weights.log()[inverse][:, inverse]
     return log_weights.fill_diagonal_(0.0)
+
+
+# The phrases each level ranks its negatives by (Eq. 7): columns of a (subject, predicate, object) triplet.
+PHRASE_PARTS = {
+    "dual": {"subject-predicate": (0, 1), "predicate-object": (1, 2)},
+    "triple": {"triplet": (0, 1, 2)},
+    "unary": {"predicate": (1,)},
+}
+
+
+def synonym_pairs(bank, triplets, level, synonym_threshold, top=5):
+    """How Eq. 7's synonym cut acts on the training split, per phrase kind of ``level``.
+
+    Returns {kind: (share, pairs)}: ``share`` is the fraction of pairs of training relations with
+    different phrases whose sampling similarity exceeds ε (so that, in a batch drawn from the
+    split, that share of the candidate negatives is dropped as "synonyms"); ``pairs`` the ``top``
+    most similar dropped pairs of phrases whose predicates differ, as ((labels), (labels),
+    similarity), labels in (subject, predicate, object) order with the absent parts None.
+    What it tells: on word vectors the dropped pairs are near-synonyms; on a sentence encoder's
+    phrase embeddings, unrelated predicates with a shared subject can be dropped too.
+    """
+    report = {}
+    for kind, parts in PHRASE_PARTS[level].items():
+        phrases, counts = torch.unique(triplets[:, list(parts)], dim=0, return_counts=True)
+        labels = [phrases[:, parts.index(col)] if col in parts else None for col in range(3)]
+        embedded = F.normalize(bank.sampling_embeddings(subj=labels[0], pred=labels[1], obj=labels[2]).float(), dim=-1)
+        counts = counts.to(embedded)
+        similarity = embedded @ embedded.t()
+        dropped = (similarity > synonym_threshold).fill_diagonal_(False)
+        pairs_total = counts.sum() ** 2 - (counts ** 2).sum()
+        share = float((counts @ (dropped.to(counts) @ counts)) / pairs_total) if pairs_total > 0 else 0.0
+        other_predicate = labels[1][:, None] != labels[1][None, :]
+        candidates = torch.triu(dropped & other_predicate, diagonal=1).nonzero()
+        order = similarity[candidates[:, 0], candidates[:, 1]].argsort(descending=True)[:top]
+        as_labels = [tuple(None if l is None else int(l[i]) for l in labels) for i in range(len(phrases))]
+        report[kind] = (share, [(as_labels[int(i)], as_labels[int(j)], float(similarity[i, j]))
+                                for i, j in candidates[order]])
+    return report
 
 
 def contrastive_loss(logits, log_weights, gamma=0.5):
@@ -190,7 +238,8 @@ class RelationalContrastiveLoss(nn.Module):
     """
 
     def __init__(self, rel_dim, obj_dim, text_dim, embed_dim=512, level="dual", temperature=0.07, gamma=0.5,
-                 synonym_threshold=0.7, min_similarity=0.0, weighted_negatives=True, adapter="linear"):
+                 synonym_threshold=0.7, min_similarity=0.0, weighted_negatives=True, adapter="linear",
+                 adapter_dim=None, learn_temperature=False):
         super().__init__()
         if level not in LEVELS:
             raise ValueError(f"RCL level {level!r} is not one of {', '.join(LEVELS)}")
@@ -204,22 +253,28 @@ class RelationalContrastiveLoss(nn.Module):
             raise ValueError(f"RCL min_similarity ({min_similarity}) exceeds synonym_threshold ({synonym_threshold}): "
                              f"no negative could remain")
         self.level = level
-        self.temperature = temperature
+        # CLIP's parametrisation: log(1/τ), so that the scale stays positive and moves multiplicatively.
+        log_scale = torch.tensor(math.log(1.0 / temperature))
+        if learn_temperature:
+            self.log_logit_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_logit_scale", log_scale, persistent=False)
         self.gamma = gamma
         self.synonym_threshold = synonym_threshold
         self.min_similarity = min_similarity
         self.weighted_negatives = weighted_negatives
         self.text_dim = text_dim
         self.adapter = adapter
+        self.adapter_dim = adapter_dim = adapter_dim or embed_dim
         if adapter == "attention":
-            self.rel_adapter = AttentionAdapter(rel_dim, embed_dim)
-            self.obj_adapter = AttentionAdapter(obj_dim, embed_dim)
+            self.rel_adapter = AttentionAdapter(rel_dim, adapter_dim)
+            self.obj_adapter = AttentionAdapter(obj_dim, adapter_dim)
         else:
-            self.rel_adapter = nn.Linear(rel_dim, embed_dim)
-            self.obj_adapter = nn.Linear(obj_dim, embed_dim)
+            self.rel_adapter = nn.Linear(rel_dim, adapter_dim)
+            self.obj_adapter = nn.Linear(obj_dim, adapter_dim)
         num_objectives = 2 if level == "dual" else 1
         # dual: index 0 = subject-predicate (W^vs, W^ts), 1 = predicate-object (W^vo, W^to).
-        self.visual_proj = nn.ModuleList(nn.Linear(embed_dim, embed_dim, bias=False) for _ in range(num_objectives))
+        self.visual_proj = nn.ModuleList(nn.Linear(adapter_dim, embed_dim, bias=False) for _ in range(num_objectives))
         self.text_proj = nn.ModuleList(nn.Linear(text_dim, embed_dim, bias=False) for _ in range(num_objectives))
         self.dropped_triplets = 0
         self._warned_dropped = False
@@ -227,16 +282,29 @@ class RelationalContrastiveLoss(nn.Module):
         self.last_stats = {}
 
     @classmethod
-    def from_config(cls, rcl_cfg, rel_dim, obj_dim, text_dim):
+    def from_config(cls, rcl_cfg, rel_dim, obj_dim, text_dim, adapter_dim=None):
         """Build from the ``MODEL.RCL`` node of :mod:`sgg_plugins.config`."""
         return cls(rel_dim, obj_dim, text_dim, embed_dim=rcl_cfg.EMBED_DIM, level=rcl_cfg.LEVELS,
                    temperature=rcl_cfg.TEMPERATURE, gamma=rcl_cfg.GAMMA, synonym_threshold=rcl_cfg.SYNONYM_THRESHOLD,
                    min_similarity=rcl_cfg.MIN_SIMILARITY, weighted_negatives=rcl_cfg.WEIGHTED_NEGATIVES,
-                   adapter=getattr(rcl_cfg, "ADAPTER", "linear"))
+                   adapter=rcl_cfg.ADAPTER, adapter_dim=adapter_dim, learn_temperature=rcl_cfg.LEARN_TEMPERATURE)
 
-    def _check_inputs(self, rel_feats, subj_feats, obj_feats, labels, bank, layout):
+    @property
+    def logit_scale(self):
+        """1/τ, clipped at 100 as CLIP clips its learned scale (its gradient stops there)."""
+        return self.log_logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    def adapt_relations(self, rel_feats, rel_image=None):
+        """h_rel: [N, D_rel] -> [N, adapter_dim]; the attention adapter attends within each image."""
+        if self.adapter == "attention":
+            if rel_image is None:
+                raise ValueError("the attention adapter needs the image of each relation (rel_image)")
+            return self.rel_adapter(rel_feats, rel_image.to(rel_feats.device).long())
+        return self.rel_adapter(rel_feats)
+
+    def _check_inputs(self, rel_feats, subj_feats, obj_feats, labels, bank, layout, rel_adapted):
         n = rel_feats.shape[0]
-        shapes = {"rel_feats": (rel_feats, self.rel_adapter.in_features),
+        shapes = {"rel_feats": (rel_feats, self.adapter_dim if rel_adapted else self.rel_adapter.in_features),
                   "subj_feats": (subj_feats, self.obj_adapter.in_features),
                   "obj_feats": (obj_feats, self.obj_adapter.in_features)}
         for name, (feats, dim) in shapes.items():
@@ -301,19 +369,20 @@ class RelationalContrastiveLoss(nn.Module):
         return [(self.visual_proj[0](F.normalize(rel - subj - obj, dim=-1)),
                  self.text_proj[0](F.normalize(bank.predicates(p), dim=-1)), bank.sampling_embeddings(pred=p))]
 
-    def _adapt(self, index, rel_feats, subj_feats, obj_feats, layout):
-        """Adapted relation, subject and object features of the relations ``index`` ([M, D_v] each).
+    def _adapt(self, index, rel_feats, subj_feats, obj_feats, layout, rel_adapted):
+        """Adapted relation, subject and object features of the relations ``index`` ([M, adapter_dim] each).
 
         Linear: only the selected rows. Attention: every relation of the batch and every object
         (each (row, role) once: a subject or object met in several pairs is one token) takes part
-        in its image's attention; the selected rows are read out after.
+        in its image's attention; the selected rows are read out after. ``rel_adapted``: the
+        relation features are h_rel's output already.
         """
         if self.adapter == "linear":
-            return (self.rel_adapter(rel_feats[index]), self.obj_adapter(subj_feats[index]),
-                    self.obj_adapter(obj_feats[index]))
+            rel = rel_feats[index] if rel_adapted else self.rel_adapter(rel_feats[index])
+            return rel, self.obj_adapter(subj_feats[index]), self.obj_adapter(obj_feats[index])
         rel_image, subj_rows, obj_rows = (t.to(rel_feats.device).long() for t in layout)
         n = rel_feats.shape[0]
-        rel = self.rel_adapter(rel_feats, rel_image)
+        rel = rel_feats if rel_adapted else self.rel_adapter(rel_feats, rel_image)
         # Role in the key: in SGB's Motifs layout the subject and object features of one object are
         # different halves of its edge context, so the same row is two tokens in the two roles.
         keys = torch.cat([subj_rows * 2, obj_rows * 2 + 1])
@@ -331,7 +400,7 @@ class RelationalContrastiveLoss(nn.Module):
                            "rcl_relations": torch.tensor(float(relations), device=kept.device)}
 
     def forward(self, rel_feats, subj_feats, obj_feats, subj_labels, pred_labels, obj_labels, bank, rel_image=None,
-                subj_rows=None, obj_rows=None):
+                subj_rows=None, obj_rows=None, rel_adapted=False):
         """L_RCL for one batch of relations (a scalar).
 
         Args:
@@ -343,10 +412,12 @@ class RelationalContrastiveLoss(nn.Module):
                 features' device on first use.
             rel_image, subj_rows, obj_rows: [N] the image of each relation and the (global) object
                 rows of its subject and object; needed by the attention adapter only.
+            rel_adapted: ``rel_feats`` are h_rel's output ([N, adapter_dim]), applied by the caller
+                where the host's classifier reads them.
         """
         labels = (subj_labels, pred_labels, obj_labels)
         layout = (rel_image, subj_rows, obj_rows)
-        self._check_inputs(rel_feats, subj_feats, obj_feats, labels, bank, layout)
+        self._check_inputs(rel_feats, subj_feats, obj_feats, labels, bank, layout, rel_adapted)
         bank = bank.to(rel_feats.device)
         index, inverse, triplet = self._select_relations(*labels, bank)
         if index.numel() < 2:
@@ -356,12 +427,13 @@ class RelationalContrastiveLoss(nn.Module):
 
         # fp32 throughout: cosines / τ reach 1 / 0.07 and the logsumexp wants the precision.
         with torch.autocast(device_type=rel_feats.device.type, enabled=False):
-            rel, subj, obj = self._adapt(index, rel_feats.float(), subj_feats.float(), obj_feats.float(), layout)
+            rel, subj, obj = self._adapt(index, rel_feats.float(), subj_feats.float(), obj_feats.float(), layout,
+                                         rel_adapted)
             loss = rel.new_zeros(())
             kept = []
             for visual, text, sampling in self._objectives(rel, subj, obj, triplet, bank):
                 # [M, U] cosines against the unique texts, spread to [M, M] by each relation's triplet.
-                visual = F.normalize(visual, dim=-1) / self.temperature
+                visual = F.normalize(visual, dim=-1) * self.logit_scale
                 logits = (visual @ F.normalize(text, dim=-1).t())[:, inverse]
                 sampling = F.normalize(sampling, dim=-1)
                 # Clamped so that ε = 1 (keep synonyms, Table 5) keeps identical texts despite rounding.

@@ -1,7 +1,26 @@
 """MODEL.RCL on SGB predictors: relation and object features against CLIP text (seed 001 §3.2-3.3).
 
 The visual side is the input of the host's relation classifier (the relation representation) and
-the per-object representations of the pair, read from the clean pass; the text side is a bank of
+the per-object representations of the pair, read from the clean pass, each through its adapter
+(h_rel, h_obj). Where h_rel sits (``PLACEMENT``):
+
+- ``classifier``, seed 001's architecture (§3.4: "the learned relation feature v_ij^r is used to
+  predict final relation label"): a forward pre-hook on the host's relation classifier
+  (``specs.relation_feature``) feeds it h_rel's output, in training and in evaluation, so the
+  checkpoint's adapter is part of the model (a vanilla host that ignores ``sgg_plugins.*`` keys
+  would evaluate a different model). h_rel keeps the classifier's input width; a linear h_rel
+  starts as the identity, so at initialisation, and for a vanilla checkpoint fine-tuned with RCL,
+  the host's predictions are unchanged. The host's frequency prior is added after the classifier,
+  as before.
+- ``side``: the adapters read the classifier's input beside it; inference is the host's own.
+
+``DETACH_INPUT`` stops RCL's gradient at the host's features (the relation representation before
+h_rel and the object features): RCL then trains only its adapters, W matrices and logit scale, as
+seed 001 trains adapters on frozen CLIP encoders ("their parameters are fixed during training",
+§3.2). With ``classifier`` placement the cross entropy still trains h_rel and everything under it;
+RCL's h_rel is then recomputed on the detached input.
+
+The text side is a bank of
 frozen text embeddings, CLIP's or, with ``CLIP_MODEL sentence-transformers:<name or folder>``, a
 sentence encoder's, computed once when the model is built (the encoder never runs in a step). The
 text projections take their input width from the bank (512 for ViT-B-32, 384 for all-MiniLM-L6-v2).
@@ -19,9 +38,9 @@ import logging
 import torch
 
 from ....config import ConfigError
-from ....regularizers.rcl import RelationalContrastiveLoss
+from ....regularizers.rcl import ATTENTION_HEADS, RelationalContrastiveLoss, synonym_pairs
 from ....text.clip_text import load_or_compute_bank
-from ....text.glove import glove_phrases
+from ....text.glove import GloveUnavailableError, glove_phrases
 from ...hooks import Tap, resolve
 from ..catalog import training_text_sources
 from .base import SGBObjective, require
@@ -55,18 +74,84 @@ class RclObjective(SGBObjective):
             # to compute one: one line before training (the launcher prints ConfigError so), not a traceback.
             raise ConfigError(f"MODEL.RCL: {error}") from None
         if cfg.SAMPLING_EMBEDDINGS == "glove":
-            self.text_bank.use_sampling_embeddings(
-                glove_phrases(obj_classes, pred_classes, config.GLOVE_DIR, config.MODEL.ROI_RELATION_HEAD.EMBED_DIM))
+            try:
+                self.text_bank.use_sampling_embeddings(glove_phrases(
+                    obj_classes, pred_classes, config.GLOVE_DIR, config.MODEL.ROI_RELATION_HEAD.EMBED_DIM))
+            except GloveUnavailableError as error:
+                raise ConfigError(str(error)) from None
+        self._log_synonyms(obj_classes, pred_classes, triplets)
         logger.info("MODEL.RCL: %d training relations, %d distinct triplets, all in the text bank; negatives ranked "
                     "by %s", len(triplets), self.text_bank.triplet_keys.numel(), self.text_bank.sampling_source)
         object_dim_path, _, attribute = spec.object_dim.rpartition(".")
+        classifier = resolve(predictor, spec.relation_feature)
+        rel_dim = classifier.in_features
+        in_classifier = cfg.PLACEMENT == "classifier"
+        if in_classifier and cfg.ADAPTER == "attention" and rel_dim % ATTENTION_HEADS:
+            raise ConfigError(f"MODEL.RCL.ADAPTER attention with PLACEMENT classifier keeps the width of the "
+                              f"classifier's input ({spec.relation_feature}: {rel_dim}), which is not a multiple "
+                              f"of the adapter's {ATTENTION_HEADS} heads; use ADAPTER linear or PLACEMENT side")
         self.loss = RelationalContrastiveLoss.from_config(
-            cfg, rel_dim=resolve(predictor, spec.relation_feature).in_features,
-            obj_dim=getattr(resolve(predictor, object_dim_path), attribute), text_dim=self.text_bank.dim)
+            cfg, rel_dim=rel_dim, obj_dim=getattr(resolve(predictor, object_dim_path), attribute),
+            text_dim=self.text_bank.dim, adapter_dim=rel_dim if in_classifier else None)
+        self._pairs_per_image = None
+        self._classifier_input = None
+        if in_classifier:
+            if cfg.ADAPTER == "linear":
+                with torch.no_grad():
+                    self.loss.rel_adapter.weight.copy_(torch.eye(rel_dim))
+                    self.loss.rel_adapter.bias.zero_()
+            # Persistent hooks (the only objective that changes evaluation): the attention adapter
+            # needs each relation's image, which the classifier's input no longer carries.
+            predictor.register_forward_pre_hook(self._record_pairs, with_kwargs=True)
+            classifier.register_forward_pre_hook(self._classify_adapted)
         self._steps = 0
         self._kept = []
         self._share = []
         self._warned_few = False
+
+    def _log_synonyms(self, obj_classes, pred_classes, triplets):
+        """What Eq. 7's synonym cut drops on this training split, once, before training.
+
+        ε = 0.7 was tuned on word vectors (Table 6); on another encoder's phrase embeddings the
+        same ε can drop unrelated predicates ('man wearing' ~ 'man near' at 0.83 on
+        all-MiniLM-L6-v2), so there the line is a warning a user reads before trusting the ranking.
+        """
+        def text(labels):
+            s, p, o = labels
+            return " ".join(n for n in (s and obj_classes[s], pred_classes[p], o and obj_classes[o]) if n)
+
+        on_word_vectors = self.text_bank.sampling is not None
+        log = logger.info if on_word_vectors else logger.warning
+        threshold = self.cfg.SYNONYM_THRESHOLD
+        for kind, (share, pairs) in synonym_pairs(self.text_bank, triplets, self.cfg.LEVELS, threshold).items():
+            shown = "; ".join(f"'{text(a)}' ~ '{text(b)}' {sim:.2f}" for a, b, sim in pairs) or "none"
+            log("MODEL.RCL: Eq. 7 on %s phrases ranked by %s: %.1f%% of the training split's pairs of relations with "
+                "different phrases are closer than SYNONYM_THRESHOLD %.2f and never each other's negatives; the most "
+                "similar such pairs with different predicates: %s%s", kind, self.text_bank.sampling_source,
+                100 * share, threshold, shown,
+                "" if on_word_vectors else " (the paper ranks by word vectors: put GloVe in GLOVE_DIR and set "
+                                           "SAMPLING_EMBEDDINGS glove)")
+
+    def _record_pairs(self, predictor, args, kwargs):
+        """Pre-hook on the predictor: how many relations each image has, for the attention adapter."""
+        rel_pair_idxs = args[1] if len(args) > 1 else kwargs["rel_pair_idxs"]
+        self._pairs_per_image = [len(pairs) for pairs in rel_pair_idxs]
+        self._classifier_input = None
+
+    def _classify_adapted(self, classifier, args):
+        """Pre-hook on the host's relation classifier: it reads h_rel(relation representation)."""
+        features = args[0]
+        # The clean pass's input, kept for this step's loss (DETACH_INPUT recomputes h_rel from it);
+        # later calls in the same step (another objective's extra pass) do not replace it.
+        if self.training and self._classifier_input is None:
+            self._classifier_input = features
+        return (self.loss.adapt_relations(features, self._relation_images(features.device)),) + tuple(args[1:])
+
+    def _relation_images(self, device):
+        if self._pairs_per_image is None:
+            return None
+        counts = torch.as_tensor(self._pairs_per_image, device=device)
+        return torch.repeat_interleave(torch.arange(len(counts), device=device), counts)
 
     def taps(self, predictor):
         spec = predictor.spec
@@ -81,13 +166,21 @@ class RclObjective(SGBObjective):
         else:
             subj_feats, obj_feats = objects[subj], objects[obj]
         labels = step.obj_labels
-        relation = step.clean["rcl_relation"]
-        self.text_bank.to(relation.device)  # in place; a no-op once it is there
+        # With PLACEMENT classifier the tap reads what the classifier read: h_rel's output.
+        relation, rel_adapted = step.clean["rcl_relation"], self.cfg.PLACEMENT == "classifier"
         rel_image = torch.repeat_interleave(torch.arange(len(step.rel_pair_idxs), device=relation.device),
                                             torch.as_tensor([len(p) for p in step.rel_pair_idxs],
                                                             device=relation.device))
+        if self.cfg.DETACH_INPUT:
+            subj_feats, obj_feats = subj_feats.detach(), obj_feats.detach()
+            if rel_adapted:
+                relation = self.loss.adapt_relations(self._classifier_input.detach(), rel_image)
+            else:
+                relation = relation.detach()
+        self._classifier_input = None
+        self.text_bank.to(relation.device)  # in place; a no-op once it is there
         loss = self.loss(relation, subj_feats, obj_feats, labels[subj], step.rel_labels_cat, labels[obj],
-                         self.text_bank, rel_image=rel_image, subj_rows=subj, obj_rows=obj)
+                         self.text_bank, rel_image=rel_image, subj_rows=subj, obj_rows=obj, rel_adapted=rel_adapted)
         self._log_kept_negatives()
         return {"loss_rcl": self.cfg.WEIGHT * loss}
 
