@@ -1,13 +1,15 @@
 """MODEL.CLIPMATCH and MODEL.MRC on the real SGB host (needs SGB_ROOT).
 
 In this process, on the host's own predictors and object contexts (the small CPU overlay): MRC's
-masked-context representation of an object does not change when any other object's features
-change, the MRC gradient reaches exactly the object-context modules the pass runs and the MLP, and
-the extra pass leaves every buffer as the clean pass leaves it. Through the launcher: each
+masked-context representation of an object is bit-identical when any other object's features or
+box change (batch-statistics norms run on their running statistics in that pass), the MRC gradient
+reaches exactly the object-context modules the pass runs and the MLP (norms' affine parameters
+included), and the extra pass leaves every buffer as the clean pass leaves it. Through the launcher: each
 objective trains every predictor in PredCls with its loss in the host's log, eval is bit-identical
 to the vanilla host, and all five objectives train together on Motifs SGCls.
 """
 
+import contextlib
 import math
 
 import pytest
@@ -16,6 +18,8 @@ import torch
 from conftest import GT_MODES as MODES
 from conftest import (assert_identical_predictions, build_predictor, host_predictions, in_process_cfg, random_open_clip,
                       logged_losses, make_batch, needs_sgb, train_briefly)
+
+from sgg_plugins.regularizers.align import batch_statistics_norms
 
 pytestmark = needs_sgb
 
@@ -60,12 +64,12 @@ def masked_context_representations(predictor, batch):
 
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("predictor_name", PREDICTORS)
-def test_masked_context_ignores_other_objects_and_gradient_reaches_exactly_the_context(host, predictor_name, mode):
+def test_mrc_gradient_reaches_exactly_the_context_and_buffers_are_the_clean_pass_s(host, predictor_name, mode):
     cfg = host_cfg(host, predictor_name, mode)
     predictor = build_predictor(cfg)
     batch = make_batch(cfg)
     torch.manual_seed(1)  # the same dropout draws in the clean pass as the reference's below
-    losses, before = masked_context_representations(predictor, batch)
+    losses, _ = masked_context_representations(predictor, batch)
     assert torch.isfinite(losses["loss_mrc"]) and losses["loss_mrc"] > 0
 
     # The MRC pass left every buffer as the clean pass alone leaves it.
@@ -86,15 +90,97 @@ def test_masked_context_ignores_other_objects_and_gradient_reaches_exactly_the_c
         assert any(n.startswith(module) for n in reached), f"{module} got no MRC gradient"
     roi, union = batch[4], batch[5]
     assert roi.grad is None and union.grad is None
+    # A norm on the representation's path (Motifs' and VCTree's pos_embed) runs on running
+    # statistics in the MRC pass and still trains: its weight and bias get MRC gradient.
+    for path, norm in batch_statistics_norms(predictor.context_layer):
+        if f"context_layer.{path}.".startswith(modules):
+            assert norm.weight.grad.abs().sum() > 0 and norm.bias.grad.abs().sum() > 0, path
 
-    # Isolation: change the features of objects 1 (first image) and 6 (second image).
-    changed = list(batch)
-    changed[4] = batch[4].detach().clone()
-    changed[4][[1, 6]] += torch.randn(2, changed[4].shape[1]) * 3
-    _, after = masked_context_representations(predictor, changed)
-    others = [i for i in range(len(before)) if i not in (1, 6)]
-    assert torch.equal(before[others], after[others])
-    assert not torch.allclose(before[[1, 6]], after[[1, 6]])
+
+# ------------------------------------------------------------------------------------------------
+# "Independently" exactly: nothing of another object reaches an object's MRC representation.
+
+# Contexts whose box encoding goes through a BatchNorm (pos_embed; VCTree's tree scorer has two more).
+WITH_BATCH_NORM = {"MotifPredictor", "VCTreePredictor"}
+OTHERS = [1, 6]  # one object of each image of make_batch's (5, 4) objects
+
+
+def with_boxes_moved(proposals, rows):
+    """The proposals (host BoxLists) with the boxes of the global ``rows`` shifted and shrunk."""
+    moved, start = [], 0
+    for boxes in proposals:
+        copy = boxes.copy_with_fields(boxes.fields())
+        copy.bbox = boxes.bbox.clone()
+        for row in [r - start for r in rows if start <= r < start + len(boxes)]:
+            copy.bbox[row, :2] += torch.tensor([9.0, 4.0])
+            copy.bbox[row, 2:] = copy.bbox[row, :2] + (boxes.bbox[row, 2:] - boxes.bbox[row, :2]) * 0.6
+        moved.append(copy)
+        start += len(boxes)
+    return moved
+
+
+def norm_calls(predictor):
+    """Record (training flag, running mean, running var) at every call of each context norm."""
+    calls = {}
+    handles = []
+    for path, norm in batch_statistics_norms(predictor.context_layer):
+        calls[path] = []
+        handles.append(norm.register_forward_pre_hook(
+            lambda m, args, _calls=calls[path]: _calls.append((m.training, m.running_mean.clone(),
+                                                               m.running_var.clone()))))
+    return calls, handles
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("predictor_name", PREDICTORS)
+def test_each_object_sees_only_itself_exactly(host, predictor_name, mode, monkeypatch):
+    cfg = host_cfg(host, predictor_name, mode)
+    predictor = build_predictor(cfg)
+    batch = make_batch(cfg)
+    predictor(*make_batch(cfg, seed=5))  # one step: running statistics that are not the initial ones
+    start = {k: v.clone() for k, v in predictor.state_dict().items()}
+    norms = batch_statistics_norms(predictor.context_layer)
+    assert bool(norms) == (predictor_name in WITH_BATCH_NORM)
+
+    def encode(proposals=batch[0], roi=batch[4]):
+        predictor.load_state_dict(start)  # every step starts from the same running statistics
+        return masked_context_representations(predictor, (proposals, *batch[1:4], roi, batch[5]))[1]
+
+    calls, handles = norm_calls(predictor)
+    try:
+        reference = encode()
+    finally:
+        for handle in handles:
+            handle.remove()
+    roi = batch[4].detach().clone()
+    roi[OTHERS] += torch.randn(len(OTHERS), roi.shape[1]) * 3
+    features_changed = encode(roi=roi)
+    boxes_moved = encode(proposals=with_boxes_moved(batch[0], OTHERS))
+    subjects = [i for i in range(len(reference)) if i not in OTHERS]
+    assert torch.equal(reference[subjects], features_changed[subjects])
+    assert torch.equal(reference[subjects], boxes_moved[subjects])
+    # The changed objects' own representations do change (IMP's context reads no box).
+    assert not torch.allclose(reference[OTHERS], features_changed[OTHERS])
+    if predictor_name != "IMPPredictor":
+        assert not torch.allclose(reference[OTHERS], boxes_moved[OTHERS])
+
+    # Each norm: batch statistics in the clean pass, then, in the MRC pass, eval mode on the running
+    # statistics as they were before the step (the clean pass has updated them with the batch by then).
+    for path, norm in norms:
+        (clean_training, *_), *alone = calls[path]
+        assert clean_training and alone and norm.training, path
+        for training, mean, var in alone:
+            assert not training and torch.equal(mean, start[f"context_layer.{path}.running_mean"]), path
+            assert torch.equal(var, start[f"context_layer.{path}.running_var"]), path
+        assert not torch.equal(norm.running_mean, start[f"context_layer.{path}.running_mean"]), path
+
+    if predictor_name in WITH_BATCH_NORM:
+        # The defect this guards against: with the norms on batch statistics in the one-object pass,
+        # another object's box reaches the subject's representation.
+        from sgg_plugins.hosts.sgb.objectives import mrc
+
+        monkeypatch.setattr(mrc, "running_statistics", lambda module, statistics=None: contextlib.nullcontext())
+        assert not torch.equal(reference[subjects], encode(proposals=with_boxes_moved(batch[0], OTHERS))[subjects])
 
 
 # ------------------------------------------------------------------------------------------------

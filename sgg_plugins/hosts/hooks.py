@@ -8,9 +8,11 @@ host's modules carry no hook at all (eval outputs cannot be affected).
 
 A *tap* names one tensor: a module path relative to the root ("context_layer.edge_ctx_rnn"),
 ``what`` = "input" / "output" (first positional input, or the output / one element of a tuple
-output), and whether the first or the last call within the block is kept (modules such as a GRU
-cell are called once per message-passing iteration; a classifier may be reused by auxiliary
-losses after the main call).
+output), "call" (the positional and keyword arguments) or "buffers" (clones of the module's own
+buffers as they were when the call began, before the call updates them: a BatchNorm's running
+statistics as they stood before the step), and whether the first or the last call within the
+block is kept (modules such as a GRU cell are called once per message-passing iteration; a
+classifier may be reused by auxiliary losses after the main call).
 """
 
 import contextlib
@@ -24,7 +26,7 @@ from torch.nn.utils.rnn import PackedSequence
 @dataclass(frozen=True)
 class Tap:
     path: str
-    what: str = "output"  # "input" (first positional arg), "output", or "call" (args, kwargs)
+    what: str = "output"  # "input" (first positional arg), "output", "call" (args, kwargs), or "buffers"
     index: Optional[int] = None  # element of a tuple output
     call: str = "first"  # "first" or "last" call inside the block
     method: Optional[str] = None  # tap a bound method of the module instead of its forward
@@ -71,6 +73,9 @@ def capture(root, taps):
             found[name] = value
 
     for name, tap in taps.items():
+        if tap.what == "buffers" and tap.method is not None:  # checked before any hook is registered
+            raise ValueError(f"tap {name!r}: 'buffers' reads a module's state, not a method's call")
+    for name, tap in taps.items():
         module = resolve(root, tap.path)
         if tap.method is not None:
             original = getattr(module, tap.method)
@@ -83,6 +88,12 @@ def capture(root, taps):
             # An instance attribute shadows the class's method for this object only.
             restore_methods.append((module, tap.method, module.__dict__.get(tap.method, _ABSENT)))
             setattr(module, tap.method, wrapper)
+        elif tap.what == "buffers":
+            def pre_hook(mod, args, _name=name, _tap=tap):
+                record(_name, _tap, {key: buffer.detach().clone() for key, buffer in mod._buffers.items()
+                                     if buffer is not None})
+
+            handles.append(module.register_forward_pre_hook(pre_hook))
         else:
             def hook(mod, args, kwargs, output, _name=name, _tap=tap):
                 record(_name, _tap, _pick(_tap, args, kwargs, output))

@@ -4,7 +4,8 @@ A mirrored relation predictor (same modules and weights as the original, except 
 projection head) runs a second time on randomly masked inputs; its relation distribution is pulled
 towards the original branch's distribution by a KL loss (Eqs. 1-3). This module holds the pieces
 that need no host: the masking, the losses, the untied heads, and context managers that let an
-adapter run extra forward passes without dropout and without touching running statistics.
+adapter run extra forward passes without dropout, without touching running statistics, or with
+batch-statistics normalisation running on its running statistics (MODEL.MRC's one-object pass).
 """
 import contextlib
 
@@ -197,6 +198,51 @@ def frozen_running_stats(module):
             # these tensors for backward, and a visible in-place write would make that backward
             # fail. (BatchNorm's own in-place update does not bump the version either.)
             buffer.data.copy_(values)
+
+
+def batch_statistics_norms(module):
+    """(name, submodule) for every normalisation layer inside ``module`` that normalises with the
+    statistics of the batch in training mode: BatchNorm1d/2d/3d, their lazy forms and SyncBatchNorm
+    (every subclass of ``_BatchNorm``), found by type, whatever their names. LayerNorm, GroupNorm and
+    InstanceNorm normalise each sample with its own statistics and are not listed."""
+    return [(name, m) for name, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@contextlib.contextmanager
+def running_statistics(module, statistics=None):
+    """Inside the block, every batch-statistics normalisation layer of ``module``
+    (:func:`batch_statistics_norms`) normalises each sample with its running statistics.
+
+    Such a layer in training mode normalises with the mean and variance of the whole batch, so one
+    sample's output depends on every other sample of the batch; with running statistics it depends
+    on that sample alone. Those layers alone are put in eval mode: their running statistics are
+    read, never updated (nor ``num_batches_tracked``), their affine weight and bias still receive
+    gradient, and the rest of ``module`` keeps its mode (dropout, the host's ``self.training``
+    branches). ``statistics`` (optional): layer name (relative to ``module``) -> dict with the
+    ``running_mean`` and ``running_var`` to normalise with instead of the layer's current buffers,
+    e.g. clones taken before the step's clean pass updated them with the batch; the buffers
+    themselves are not written. On exit every layer's ``training`` flag and buffer objects are
+    exactly what they were on entry. A layer built with ``track_running_stats=False`` has no
+    running statistics (it normalises with the batch's even in eval mode): ValueError.
+    """
+    norms = batch_statistics_norms(module)
+    untracked = [name for name, m in norms if m.running_mean is None or m.running_var is None]
+    if untracked:
+        raise ValueError(f"{', '.join(untracked)}: built with track_running_stats=False, no running statistics "
+                         f"to normalise with (they use the batch's statistics even in eval mode)")
+    statistics = statistics or {}
+    saved = [(m, m.training, dict(m._buffers)) for _, m in norms]
+    try:
+        for name, m in norms:
+            for key in ("running_mean", "running_var"):
+                if key in statistics.get(name, {}):
+                    m._buffers[key] = statistics[name][key]
+            m.training = False  # the layer alone (train() would recurse into any submodule)
+        yield [m for _, m in norms]
+    finally:
+        for m, was_training, buffers in saved:
+            m.training = was_training
+            m._buffers.update(buffers)
 
 
 def _dropout_modules(module):

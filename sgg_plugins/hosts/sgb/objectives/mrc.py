@@ -22,9 +22,25 @@ embedding, box embedding) is untouched. Per context (``ALONE``):
   rows apply; its VTransE context has no object context to mask.
 
 What is reused from the clean pass: the context call's arguments (the ROI features, detached, and
-the box lists), so the batch's box geometry enters the context's BatchNorm exactly as in the clean
-pass (the one-object images keep their image sizes: the box encoding is unchanged). The pass runs
-in ``step.extra_pass()``: running statistics restored, no dropout.
+the box lists; the one-object images keep their image sizes, so each object's own box encoding,
+``encode_box_info``, is the clean pass's). The pass runs in ``step.extra_pass()`` (no dropout, every
+buffer restored afterwards) and inside ``regularizers.align.running_statistics``.
+
+Normalisation: "independently" holds exactly. A BatchNorm in training mode normalises each sample
+with the mean and variance of the whole batch, so another object's box would reach an object's
+representation through it (Motifs' and VCTree's ``pos_embed``, VCTree's tree scorer). In the
+one-object pass every layer of the context that normalises with batch statistics (every
+``_BatchNorm``: BatchNorm1d/2d/3d, SyncBatchNorm; found by type, not by name) runs in eval mode on
+its running statistics as they were *before this step's clean pass* (a ``buffers`` tap records them
+when the clean pass reaches the layer: the clean pass has already updated them with the batch, with
+the other objects in it). They are read, not updated; the weight and bias of a layer on the
+representation's path (``pos_embed``) still get MRC's gradient; each layer's ``training`` flag is
+restored on exit, the rest of the context stays in training mode. LayerNorm (Transformer) normalises
+each object on its own and is left alone. A context norm without running statistics
+(``track_running_stats=False``) is refused at construction. Cost of exactness: the running
+statistics move slowly (SGB's momentum is 0.001), so early in training the one-object pass
+normalises box embeddings with statistics that still differ from the batch's that the clean pass
+uses.
 
 Gradient: the ROI features are detached, so MRC trains exactly the object context's modules that
 the pass uses and the MLP (docs/methods.md, MRC: "The gradient trains the context encoder and the MLP"),
@@ -39,6 +55,7 @@ from typing import Optional
 import torch
 
 from ....config import ConfigError
+from ....regularizers.align import batch_statistics_norms, running_statistics
 from ....regularizers.mrc import MaskedRelationClassifier, one_object_images
 from ...hooks import Tap, capture, map_floating, patched_attribute, resolve
 from .base import SGBObjective
@@ -71,6 +88,7 @@ ALONE = {
     "IMPContext": AloneContext(representation=Tap("context_layer.node_gru", call="last"), union_arg=2, pairs_arg=3),
 }
 PROPOSALS_ARG = 1  # every context's second argument
+STATS_TAP = "mrc_running_stats:"  # + a norm's path in the context: its buffers before the clean pass
 
 
 class MrcObjective(SGBObjective):
@@ -85,6 +103,11 @@ class MrcObjective(SGBObjective):
             raise ConfigError(f"MODEL.MRC: no object context to mask is known for {name} (the predictor's "
                               f"context_layer); known: {', '.join(ALONE)}. Disable MODEL.MRC for this predictor.")
         self.alone = ALONE[name]
+        untracked = [n for n, m in batch_statistics_norms(context) if m.running_mean is None]
+        if untracked:
+            raise ConfigError(f"MODEL.MRC: {name}'s {', '.join(untracked)} normalise with batch statistics even "
+                              f"in eval mode (track_running_stats=False): the one-object pass could not encode "
+                              f"each object independently. Disable MODEL.MRC for this predictor.")
         # The real forest builder, kept now: inside an extra pass the adapter replays the clean forests.
         self._build_forest = (getattr(sys.modules[type(context).__module__], self.alone.forest_builder)
                               if self.alone.forest_builder else None)
@@ -93,7 +116,11 @@ class MrcObjective(SGBObjective):
                                                    config.MODEL.ROI_RELATION_HEAD.NUM_CLASSES, cfg.HIDDEN_DIM)
 
     def taps(self, predictor):
-        return {"mrc_context_call": Tap("context_layer", "call")}
+        taps = {"mrc_context_call": Tap("context_layer", "call")}
+        # Each batch-statistics norm's running statistics before the clean pass updates them with the batch.
+        for path, _ in batch_statistics_norms(predictor.context_layer):
+            taps[STATS_TAP + path] = Tap(f"context_layer.{path}", "buffers")
+        return taps
 
     def losses(self, step):
         objects = self.encode_alone(step)
@@ -114,7 +141,10 @@ class MrcObjective(SGBObjective):
             no_pairs = torch.zeros((0, 2), dtype=torch.long, device=args[0].device)
             args[self.alone.pairs_arg] = [no_pairs] * len(alone)
         tap = {"mrc": self.alone.representation}
-        with step.extra_pass(), self._own_forests(predictor), capture(predictor, tap) as found:
+        # A norm the clean pass did not call still holds the statistics it had before the step.
+        before = {key[len(STATS_TAP):]: value for key, value in step.clean.items() if key.startswith(STATS_TAP)}
+        with step.extra_pass(), running_statistics(predictor.context_layer, before), self._own_forests(predictor), \
+                capture(predictor, tap) as found:
             predictor.context_layer(*args, **kwargs)
         return found["mrc"]
 
