@@ -294,25 +294,29 @@ import fake_sgb as fake  # noqa: E402
 
 @pytest.fixture
 def clipmatch_statistics(monkeypatch):
-    """The host's dataset statistics (relations between classes 1-2, 1-3, 4-1 only) and a random bank."""
+    """The training relations as the dataset file holds them (class pairs 1-2, 1-3, 4-1 only, one twice)
+    and a random bank built for the class pairs the objective asks for."""
     from sgg_plugins.hosts.sgb.objectives import clipmatch
 
-    fg_matrix = torch.zeros(fake.NUM_OBJ_CLASSES, fake.NUM_OBJ_CLASSES, fake.NUM_REL_CLASSES)
-    fg_matrix[1, 2, 1] = fg_matrix[1, 3, 2] = fg_matrix[4, 1, 3] = 5
-    fg_matrix[2, 2, 0] = 7  # background counts name no class pair
-    stats = {"fg_matrix": fg_matrix, "obj_classes": [f"o{i}" for i in range(fake.NUM_OBJ_CLASSES)],
-             "rel_classes": [f"r{i}" for i in range(fake.NUM_REL_CLASSES)]}
+    triplets = torch.tensor([[1, 1, 2], [1, 2, 3], [4, 3, 1], [1, 3, 2]])
+    classes = ([f"o{i}" for i in range(fake.NUM_OBJ_CLASSES)], [f"r{i}" for i in range(fake.NUM_REL_CLASSES)])
     requested = {}
 
+    def sources(config, node):
+        requested.update(node=node)
+        return (*classes, triplets)
+
     def bank(obj_classes, pred_classes, class_pairs, **kwargs):
-        requested.update(class_pairs=class_pairs, **kwargs)
+        requested.update(class_pairs=class_pairs, classes=(obj_classes, pred_classes), **kwargs)
+        class_pairs = torch.unique(torch.as_tensor(class_pairs), dim=0)  # as load_or_compute_candidate_bank does
         g = torch.Generator().manual_seed(0)
         texts = F.normalize(torch.randn(len(class_pairs), fake.NUM_REL_CLASSES - 1, 16, generator=g), dim=-1)
         return CandidateTextBank(class_pairs, texts, F.normalize(torch.randn(16, generator=g), dim=0),
                                  fake.NUM_OBJ_CLASSES - 1)
 
-    monkeypatch.setattr(clipmatch, "dataset_statistics", lambda config: stats)
+    monkeypatch.setattr(clipmatch, "training_text_sources", sources)
     monkeypatch.setattr(clipmatch, "load_or_compute_candidate_bank", bank)
+    requested["classes_read"] = classes
     return requested
 
 
@@ -326,7 +330,10 @@ def build_fake(base, **opts):
 def test_bank_gets_the_ground_truth_class_pairs_and_the_config(clipmatch_statistics):
     build_fake(fake.MotifPredictor, CLIPMATCH_ENABLED=True, CLIPMATCH_TEXT_EMBEDDINGS="/data/cand.pt",
                CLIPMATCH_NULL_PROMPT="no relation", CLIPMATCH_CLIP_PRETRAINED="/ckpt/clip.bin")
-    assert sorted(map(tuple, clipmatch_statistics["class_pairs"].tolist())) == [(1, 2), (1, 3), (4, 1)]
+    # Every training relation's (subject, object) class pair, from the dataset file, with the dict file's names.
+    assert clipmatch_statistics["node"] == "MODEL.CLIPMATCH"
+    assert sorted(map(tuple, clipmatch_statistics["class_pairs"].tolist())) == [(1, 2), (1, 2), (1, 3), (4, 1)]
+    assert clipmatch_statistics["classes"] == clipmatch_statistics["classes_read"]
     assert clipmatch_statistics["cache_path"] == "/data/cand.pt"
     assert clipmatch_statistics["null_prompt"] == "no relation"
     assert clipmatch_statistics["pretrained"] == "/ckpt/clip.bin"

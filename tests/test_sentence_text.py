@@ -218,11 +218,8 @@ def test_clipmatch_refuses_a_sentence_encoder_with_one_line(tmp_path, monkeypatc
     model = f"{SENTENCE_TRANSFORMERS}all-MiniLM-L6-v2"
     with pytest.raises(ValueError, match="CLIP predicate matching needs CLIP's image-aligned text space"):
         load_or_compute_candidate_bank(OBJ, PRED, torch.tensor([[1, 3]]), model=model, cache_dir=str(tmp_path))
-    fg_matrix = torch.zeros(fake.NUM_OBJ_CLASSES, fake.NUM_OBJ_CLASSES, fake.NUM_REL_CLASSES)
-    fg_matrix[1, 2, 1] = 5
-    stats = {"fg_matrix": fg_matrix, "obj_classes": [f"o{i}" for i in range(fake.NUM_OBJ_CLASSES)],
-             "rel_classes": [f"r{i}" for i in range(fake.NUM_REL_CLASSES)]}
-    monkeypatch.setattr(clipmatch, "dataset_statistics", lambda config: stats)
+    classes = ([f"o{i}" for i in range(fake.NUM_OBJ_CLASSES)], [f"r{i}" for i in range(fake.NUM_REL_CLASSES)])
+    monkeypatch.setattr(clipmatch, "training_text_sources", lambda config, node: (*classes, torch.tensor([[1, 1, 2]])))
     cfg = fake.make_cfg("MotifPredictor", CLIPMATCH_ENABLED=True, CLIPMATCH_CLIP_MODEL=model)
     with pytest.raises(ConfigError) as error:
         regularized_predictor_class(fake.MotifPredictor)(cfg, fake.IN_CHANNELS)

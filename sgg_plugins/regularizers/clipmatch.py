@@ -93,8 +93,11 @@ class PredicateMatchingLoss(nn.Module):
         temperature: τ of d = cos / τ.
         multi_positive: "mean" or "sum" (module docstring).
 
-    ``dropped`` counts the foreground pairs left out because their class pair is not in the bank
-    (only possible with an embedding file made for other data; a warning is logged once).
+    ``dropped`` counts the foreground pairs left out because the bank has no candidate texts for
+    their (subject, object) class pair, out of ``foreground`` seen. The bank holds every class pair
+    of the training split's relations (the SGB objective builds it from the dataset file and checks
+    it), so this should not happen; when it does, the pairs trained on are not the dataset file's
+    relations, and a warning says so the first time and again each time the count doubles.
     """
 
     def __init__(self, rel_dim, text_dim, temperature=0.07, multi_positive="mean"):
@@ -108,7 +111,8 @@ class PredicateMatchingLoss(nn.Module):
         self.multi_positive = multi_positive
         self.head = nn.Sequential(nn.Linear(rel_dim, text_dim), nn.ReLU(inplace=True), nn.Linear(text_dim, text_dim))
         self.dropped = 0
-        self._warned = False
+        self.foreground = 0
+        self._warn_at = 1
 
     def table(self, subj, pred, obj, bank):
         """The batch's table: which rows take part, each row's target column, and the column texts.
@@ -119,18 +123,30 @@ class PredicateMatchingLoss(nn.Module):
         candidates, found = bank.candidates(subj[fg], obj[fg])
         targets = bank.target_ids(subj, pred, obj)
         rows = targets >= 0
-        missing = int((~found).sum())
+        num_fg, missing = torch.stack([fg.sum(), (~found).sum()]).tolist()  # one device sync
+        self.foreground += num_fg
         if missing:
-            self.dropped += missing
-            if not self._warned:
-                logger.warning("MODEL.CLIPMATCH: %d foreground pair(s) have a (subject, object) class pair absent from "
-                               "the candidate text embeddings and are left out; was MODEL.CLIPMATCH.TEXT_EMBEDDINGS "
-                               "made for another dataset?", missing)
-                self._warned = True
+            self._count_dropped(missing, subj[fg][~found], obj[fg][~found])
         column_ids = torch.cat([candidates[found].flatten(), targets.new_tensor([bank.null_id])])
         # Columns and targets in one unique: each row's target becomes its column index.
         column_ids, inverse = torch.unique(torch.cat([targets[rows], column_ids]), return_inverse=True)
         return rows, inverse[:int(rows.sum())], column_ids
+
+    def _count_dropped(self, missing, subj, obj):
+        self.dropped += missing
+        if self.dropped < self._warn_at:
+            return
+        while self._warn_at <= self.dropped:
+            self._warn_at *= 2
+        pairs = [tuple(p) for p in torch.unique(torch.stack([subj, obj], 1), dim=0).tolist()]
+        shown = ", ".join(map(str, pairs[:8])) + (" ..." if len(pairs) > 8 else "")
+        logger.warning(
+            "MODEL.CLIPMATCH: %d foreground pair(s) of this step, (subject, object) class labels %s, have no "
+            "candidate texts and take no part in loss_clipmatch (%d of %d foreground pairs so far). The candidate "
+            "texts cover the class pair of every training relation of the dataset file (SGB: DATASETS.TRAIN's "
+            "VG-SGG.h5), so these pairs are not that file's relations: the dataset the host trains on relabels or "
+            "adds relations. Next warning at %d pairs left out.", missing, shown, self.dropped, self.foreground,
+            self._warn_at)
 
     def forward(self, relation, subj, pred, obj, bank):
         """L_vl-CE of the batch's sampled pairs.

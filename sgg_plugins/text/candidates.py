@@ -264,7 +264,9 @@ def load_or_compute_candidate_bank(obj_classes, pred_classes, class_pairs, model
         bank = compute_candidate_bank(obj_classes, pred_classes, class_pairs, model, pretrained, prompt, null_prompt,
                                       device=device, batch_size=batch_size)
     except ImportError as error:  # no OpenCLIP
-        raise _clipmatch_message(error) from None
+        error = _clipmatch_message(error)
+        raise ImportError(f"{stale_reason}, and recomputing needs OpenCLIP: {error}" if stale_reason
+                          else str(error)) from None
     except CLIPUnavailableError as error:
         error = _clipmatch_message(error)
         raise CLIPUnavailableError(f"{stale_reason}, and recomputing needs CLIP: {error}" if stale_reason

@@ -39,27 +39,22 @@ def catalog_datasets(cfg, names):
     return found
 
 
-def dataset_statistics(config):
-    """The host's frequency statistics (cached by the host in OUTPUT_DIR); MODEL.CLIPMATCH reads them."""
-    from maskrcnn_benchmark.data import get_dataset_statistics
+def training_text_sources(config, node="MODEL.RCL"):
+    """(obj_classes, pred_classes, [T, 3] triplets) of every training dataset named in ``config``.
 
-    return get_dataset_statistics(config)
-
-
-def training_text_sources(config):
-    """(obj_classes, pred_classes, [T, 3] triplets) of every training dataset named in ``config``."""
+    ``node`` (the objective that reads them) names the reader in the errors."""
     names = list(config.DATASETS.TRAIN)
     found = catalog_datasets(config, names)
     if len(found) != len(set(names)):
         missing = [n for n in names if n not in found]
-        raise ValueError(f"MODEL.RCL reads its triplets from the training dataset's VG-SGG.h5 and dict file, but "
+        raise ValueError(f"{node} reads its triplets from the training dataset's VG-SGG.h5 and dict file, but "
                          f"DATASETS.TRAIN {', '.join(missing)} is not a Visual Genome-format dataset (roidb_file, "
                          f"dict_file) in PATHS_CATALOG {config.PATHS_CATALOG}")
     files = list(found.values())
     obj_classes, pred_classes = read_vg_classes(files[0].dict_file)
     for other in files[1:]:
         if read_vg_classes(other.dict_file) != (obj_classes, pred_classes):
-            raise ValueError(f"MODEL.RCL: the training datasets' dict files {files[0].dict_file} and "
+            raise ValueError(f"{node}: the training datasets' dict files {files[0].dict_file} and "
                              f"{other.dict_file} list different classes")
     triplets = torch.cat([read_vg_training_triplets(f.roidb_file) for f in files])
     return obj_classes, pred_classes, triplets
