@@ -101,6 +101,9 @@ RCL_DEFAULTS = dict(
     # was tuned on these, Table 6); "clip" — CLIP text embeddings of the bare phrases, which sit in
     # a narrow cone (cosines 0.7-0.9), where ε = 0.7 can drop nearly every negative.
     SAMPLING_EMBEDDINGS="glove",
+    # Width of the GloVe vectors that rank the negatives (glove.6B.<dim>d in GLOVE_DIR); 0: the host's
+    # MODEL.ROI_RELATION_HEAD.EMBED_DIM, the file the host reads for its object embeddings.
+    GLOVE_DIM=0,
     # §3.2: "a fully connected layer and two multi-head attention layers" ("attention"), or one
     # fully connected layer ("linear").
     ADAPTER="linear",
@@ -302,6 +305,8 @@ def validate_rcl(r):
         )
     _check_positive_int(r, p, "EMBED_DIM")
     _check_choice(r, p, "SAMPLING_EMBEDDINGS", RCL_SAMPLING_EMBEDDINGS)
+    if not isinstance(r.GLOVE_DIM, int) or isinstance(r.GLOVE_DIM, bool) or r.GLOVE_DIM < 0:
+        _fail("MODEL.RCL.GLOVE_DIM", r.GLOVE_DIM, "0 (the host's MODEL.ROI_RELATION_HEAD.EMBED_DIM) or a GloVe width")
     _check_choice(r, p, "ADAPTER", RCL_ADAPTERS)
     for key in ("PROMPT", "OBJECT_PROMPT"):
         _check_prompt(r, p, key)

@@ -298,3 +298,25 @@ def test_real_minilm_bank_is_reused_and_sizes_rcl_from_its_width(minilm_bank, mo
     subj, pred, obj = TRIPLETS[:, 0], TRIPLETS[:, 1], TRIPLETS[:, 2]
     value = loss(torch.randn(3, 7), torch.randn(3, 5), torch.randn(3, 5), subj, pred, obj, bank)
     assert torch.isfinite(value) and value > 0
+
+
+def test_rcl_warns_which_predicates_a_sentence_encoder_drops_as_synonyms(minilm_bank, monkeypatch, caplog):
+    """With a sentence encoder ranking Eq. 7's negatives, the objective says before training what its
+    synonym cut drops: the share of pairs and the closest pairs whose predicates differ."""
+    import logging
+
+    from sgg_plugins.hosts.sgb.objectives import rcl
+    from sgg_plugins.hosts.sgb.predictors import regularized_predictor_class
+
+    model, path = minilm_bank
+    monkeypatch.setattr(rcl, "training_text_sources", lambda config: (OBJ, PRED, TRIPLETS))
+    cfg = fake.make_cfg("MotifPredictor", RCL_ENABLED=True, RCL_EMBED_DIM=16, RCL_CLIP_MODEL=model,
+                        RCL_TEXT_EMBEDDINGS=path, RCL_PROMPT="{subject} {predicate} {object}",
+                        RCL_SAMPLING_EMBEDDINGS="clip", RCL_SYNONYM_THRESHOLD=0.3)
+    with caplog.at_level(logging.INFO, logger=rcl.__name__):
+        regularized_predictor_class(fake.MotifPredictor)(cfg, fake.IN_CHANNELS)
+    lines = [r for r in caplog.records if "Eq. 7 on" in r.getMessage()]
+    assert [r.levelno for r in lines] == [logging.WARNING] * 2  # subject-predicate and predicate-object
+    assert all("put GloVe in GLOVE_DIR" in r.getMessage() for r in lines)
+    # 'riding horse' and 'on horse' share the object: MiniLM puts them well above 0.3.
+    assert "'riding horse' ~ 'on horse'" in lines[1].getMessage()

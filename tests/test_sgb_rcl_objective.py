@@ -75,3 +75,24 @@ def test_attention_adapter_trains_inside_a_step(text):
     loss.backward()
     adapter = model.sgg_plugins.rcl.loss.rel_adapter
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in adapter.attention.parameters())
+
+
+def test_glove_dim_reads_its_own_width_beside_the_hosts_and_a_missing_file_is_one_config_line(
+        text, tmp_path, monkeypatch):
+    """MODEL.RCL.GLOVE_DIM ranks Eq. 7's negatives by glove.6B.<GLOVE_DIM>d whatever width the host's
+    object embeddings use (EMBED_DIM 200 here); without the file, one ConfigError line before training."""
+    from sgg_plugins.config import ConfigError
+    from sgg_plugins.text import glove
+
+    monkeypatch.setattr(rcl, "glove_phrases", glove.glove_phrases)  # the real reader, not the fixture's
+    words = {name: [float(i), 1.0, -1.0] for i, name in enumerate(OBJ + PRED)}
+    (tmp_path / "glove.6B.3d.txt").write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in words.items()))
+    cfg = fake.make_cfg("MotifPredictor", RCL_ENABLED=True, RCL_EMBED_DIM=16, RCL_SAMPLING_EMBEDDINGS="glove",
+                        RCL_GLOVE_DIM=3)
+    cfg.GLOVE_DIR = str(tmp_path)
+    model = regularized_predictor_class(fake.MotifPredictor)(cfg, fake.IN_CHANNELS)
+    assert "glove.6B.3d.txt" in model.sgg_plugins.rcl.text_bank.sampling_source
+    cfg.MODEL.RCL.GLOVE_DIM = 0  # the host's EMBED_DIM, 200: no such file there
+    with pytest.raises(ConfigError, match=r"needs glove\.6B\.200d\.txt .* GLOVE_DIR") as error:
+        regularized_predictor_class(fake.MotifPredictor)(cfg, fake.IN_CHANNELS)
+    assert "\n" not in str(error.value)

@@ -45,8 +45,8 @@ def glove_path(glove_dir, dim):
              f"holds {', '.join(present)}" if present else "holds no glove file")
     raise GloveUnavailableError(
         f"MODEL.RCL.SAMPLING_EMBEDDINGS glove needs {os.path.basename(stem)}.txt (or the host's .pt) in GLOVE_DIR "
-        f"{glove_dir!r}, which {holds}: put Stanford's glove.6B.{dim}d.txt there (dim = "
-        f"MODEL.ROI_RELATION_HEAD.EMBED_DIM), or set MODEL.RCL.SAMPLING_EMBEDDINGS clip to rank negatives by CLIP "
+        f"{glove_dir!r}, which {holds}: put Stanford's glove.6B.{dim}d.txt there (dim = MODEL.RCL.GLOVE_DIM, "
+        f"or MODEL.ROI_RELATION_HEAD.EMBED_DIM when that is 0), or set MODEL.RCL.SAMPLING_EMBEDDINGS clip to rank negatives by CLIP "
         f"text embeddings instead.")
 
 

@@ -63,8 +63,8 @@ class RclObjective(SGBObjective):
         spec = predictor.spec
         require(predictor, (spec.relation_feature, spec.object_feature.path, spec.object_dim.rpartition(".")[0]),
                 self.node)
-        obj_classes, pred_classes, triplets = training_text_sources(config)
         try:
+            obj_classes, pred_classes, triplets = training_text_sources(config)
             self.text_bank = load_or_compute_bank(
                 obj_classes, pred_classes, triplets, model=cfg.CLIP_MODEL,
                 pretrained=cfg.CLIP_PRETRAINED, prompt=cfg.PROMPT, object_prompt=cfg.OBJECT_PROMPT,
@@ -72,11 +72,13 @@ class RclObjective(SGBObjective):
         except (ValueError, FileNotFoundError, ImportError) as error:
             # A missing, foreign or unreadable TEXT_EMBEDDINGS file, or no OpenCLIP / sentence-transformers
             # to compute one: one line before training (the launcher prints ConfigError so), not a traceback.
-            raise ConfigError(f"MODEL.RCL: {error}") from None
+            message = str(error)
+            raise ConfigError(message if message.startswith(("MODEL.RCL ", "MODEL.RCL:")) else f"MODEL.RCL: {message}") from None
         if cfg.SAMPLING_EMBEDDINGS == "glove":
             try:
                 self.text_bank.use_sampling_embeddings(glove_phrases(
-                    obj_classes, pred_classes, config.GLOVE_DIR, config.MODEL.ROI_RELATION_HEAD.EMBED_DIM))
+                    obj_classes, pred_classes, config.GLOVE_DIR,
+                    cfg.GLOVE_DIM or config.MODEL.ROI_RELATION_HEAD.EMBED_DIM))
             except GloveUnavailableError as error:
                 raise ConfigError(str(error)) from None
         self._log_synonyms(obj_classes, pred_classes, triplets)
