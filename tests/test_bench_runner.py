@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sgg_plugins.bench.runner import BenchError, parse_variant
+from sgg_plugins.bench.plan import BenchError, parse_variant
 from sgg_plugins.cli import main
 
 FAKE = Path(__file__).parent / "fixtures" / "bench" / "fake_launcher.py"
@@ -167,6 +167,54 @@ def test_each_parallel_run_gets_one_gpu(host, tmp_path):
     assert all(len(gpus) == 1 for gpus in by_run.values())
 
 
+def test_several_runs_share_one_gpu_after_the_first_measured_its_memory(host, tmp_path, monkeypatch, capsys):
+    """--runs-per-gpu through the CLI, with a fake memory reading in place of nvidia-smi."""
+    from sgg_plugins.bench import runner, schedule
+    from sgg_plugins.bench.schedule import GpuMemory
+
+    cwd, calls = host
+    out = tmp_path / "out"
+    read = []
+
+    def fake_memory(gpu):
+        read.append(gpu)
+        return GpuMemory(used_mib=1000.0, free_mib=80000.0)
+
+    monkeypatch.setattr(runner, "Scheduler", lambda *a, **k: schedule.Scheduler(
+        *a, **k, read_memory=fake_memory, poll_seconds=0.01))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert bench(cwd, out, "--variants", "baseline", "align", "--seeds", "0", "1", "--gpus", "7",
+                 "--runs-per-gpu", "2") == 0
+    made = read_calls(calls)
+    assert len(made) == 8 and {c["cuda"] for c in made} == {"7"} and set(read) == {"7"}
+    printed = capsys.readouterr().out
+    assert "bench: GPU 7, up to 2 runs on each (--runs-per-gpu), 2 at once in all" in printed
+    assert "[gpu] baseline/seed0 starts alone on GPU 7, which measures a run's peak memory" in printed
+    # Two runs at once split the cores between them; run.json records it.
+    record = json.loads((out / "align" / "seed1" / "run.json").read_text())
+    assert record["status"] == "done"
+    threads = str(max(1, schedule.usable_cores() // 2))
+    assert record["stages"]["train"]["env"]["OMP_NUM_THREADS"] == threads
+    assert f"CUDA_VISIBLE_DEVICES=7 OMP_NUM_THREADS={threads} " in record["stages"]["train"]["shell"]
+    assert json.loads((out / "bench.json").read_text())["seeds"] == [0, 1]
+    # Resumed: nothing runs again.
+    read.clear()
+    assert bench(cwd, out, "--variants", "baseline", "align", "--seeds", "0", "1", "--gpus", "7",
+                 "--runs-per-gpu", "2") == 0
+    assert len(read_calls(calls)) == 8 and set(read) == {"7"}  # the one reading before the bench starts
+
+
+def test_several_runs_per_gpu_without_readable_gpu_memory_is_refused_before_any_run(host, tmp_path, monkeypatch,
+                                                                                   capsys):
+    cwd, calls = host
+    monkeypatch.setenv("PATH", str(tmp_path / "no_nvidia_smi"))
+    assert bench(cwd, tmp_path / "out", "--gpus", "0", "--runs-per-gpu", "3") == 2
+    assert "--runs-per-gpu 3 checks each GPU's free memory" in capsys.readouterr().err
+    assert read_calls(calls) == [] and not (tmp_path / "out").exists()
+    assert bench(cwd, tmp_path / "out", "--runs-per-gpu", "3") == 2  # bench() passes --gpus none
+    assert "--runs-per-gpu is for GPU runs; CPU runs (--gpus none) take --jobs N" in capsys.readouterr().err
+
+
 def test_cpu_runs_hide_the_gpus(host, tmp_path, monkeypatch):
     cwd, calls = host
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
@@ -309,7 +357,7 @@ def test_turning_the_host_cache_on_is_refused(host, tmp_path, capsys):
 
 
 def test_every_objective_has_a_builtin_variant():
-    from sgg_plugins.bench.runner import BUILTIN_VARIANTS
+    from sgg_plugins.bench.plan import BUILTIN_VARIANTS
     from sgg_plugins.config import NODES
 
     for node in NODES:

@@ -45,14 +45,14 @@ import statistics
 import sys
 from pathlib import Path
 
-from .runner import bench_commands
+from .outputs import host_outputs
+from .plan import bench_commands
 from .results import (
     HOST_NUM_VAL_IMAGES,
     ResultError,
     check_evaluation_freshness,
     count_predicates_in_h5,
     find_statistics_cache,
-    host_outputs,
     read_predicate_statistics,
 )
 

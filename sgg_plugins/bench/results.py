@@ -22,7 +22,7 @@ Nothing here re-evaluates predictions: numbers are read as the host computed the
 numpy are imported inside the functions that need them.
 
 :class:`SgbOutputs` gathers this layout for the bench runner and the report; ``results_sgtr.py``
-has SGTR's, behind the same methods (:func:`host_outputs` picks one by host name).
+has SGTR's, behind the same methods (``outputs.host_outputs`` picks one by host name).
 """
 
 import json
@@ -352,13 +352,3 @@ class SgbOutputs:
         why it is not used. SGB defines none."""
         return None, None
 
-
-def host_outputs(host):
-    """The reader of a host's run folders: ``"sgb"`` or ``"sgtr"``."""
-    if host == "sgtr":
-        from .results_sgtr import SgtrOutputs
-
-        return SgtrOutputs()
-    if host != "sgb":
-        raise ResultError(f"unknown host {host!r}: sgg-plugins benchmarks 'sgb' and 'sgtr'")
-    return SgbOutputs()
