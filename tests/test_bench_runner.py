@@ -46,7 +46,8 @@ def read_calls(calls):
 def test_variant_syntax():
     assert parse_variant("baseline") == ("baseline", [])
     assert parse_variant("all")[1] == ["MODEL.ALIGN.ENABLED", "True", "MODEL.RCL.ENABLED", "True",
-                                       "MODEL.PROBE.ENABLED", "True"]
+                                       "MODEL.PROBE.ENABLED", "True", "MODEL.CLIPMATCH.ENABLED", "True",
+                                       "MODEL.MRC.ENABLED", "True"]
     assert parse_variant("lr_low=SOLVER.BASE_LR 0.001 MODEL.ALIGN.WEIGHT 5") == (
         "lr_low", ["SOLVER.BASE_LR", "0.001", "MODEL.ALIGN.WEIGHT", "5"])
     assert parse_variant("quoted=DATASETS.TRAIN \"('a', 'b')\"")[1] == ["DATASETS.TRAIN", "('a', 'b')"]

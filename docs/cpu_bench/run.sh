@@ -72,6 +72,16 @@ REPORT_DIR="${REPORT_DIR:-$repo/docs/cpu_bench}"
 # embeddings), as no GloVe file is here for the paper's word vectors. RCL_TEXT="" keeps MODEL.RCL's
 # defaults (CLIP ViT-B-32 with OpenAI's weights, GloVe).
 RCL_TEXT="${RCL_TEXT-MODEL.RCL.CLIP_MODEL sentence-transformers:all-MiniLM-L6-v2 MODEL.RCL.SAMPLING_EMBEDDINGS clip}"
+# CLIPMATCH's text encoder (variants clipmatch and all). It matches relations in CLIP's image-aligned
+# text space and refuses a text-only encoder; no CLIP weights can be had offline, so by default an
+# OpenCLIP ViT-B-32 with random weights (seed 0), saved once in WORK_DIR: every 'subject predicate
+# object' text and 'null relation' still get a fixed, distinct vector to be matched to, but without
+# CLIP's semantics. CLIPMATCH_TEXT="" keeps MODEL.CLIPMATCH's defaults (OpenAI's ViT-B-32 weights).
+CLIPMATCH_TEXT="${CLIPMATCH_TEXT-MODEL.CLIPMATCH.CLIP_MODEL ViT-B-32 MODEL.CLIPMATCH.CLIP_PRETRAINED $work/clip_vit_b32_random_seed0.pt}"
+# More variants as name=opts, separated by ';' (e.g. an ablation):
+#   EXTRA_VARIANTS="rcl_side=MODEL.RCL.ENABLED True MODEL.RCL.PLACEMENT side; rcl_tau=MODEL.RCL.ENABLED True MODEL.RCL.LEARN_TEMPERATURE False"
+# Each gets RCL_TEXT / CLIPMATCH_TEXT as the built-in variants do.
+EXTRA_VARIANTS="${EXTRA_VARIANTS-}"
 
 stamp() { echo "$(date -u +%FT%TZ) $*" | tee -a "$work/wall_times.txt"; }
 overlay="$(cat "$repo/configs/sgb/synthetic_cpu.opts") MODEL.RESNETS.STEM_FUNC StemWithGN
@@ -141,17 +151,36 @@ print(",".join(str(round(n * float(f))) for f in sys.argv[2:]))' "$ITERS" $DECAY
     *) echo "SCHEDULE must be plateau or multistep, not $SCHEDULE" >&2; exit 2 ;;
 esac
 bench="${BENCH_DIR:-$work/bench_$MODE}"
-# A built-in variant that enables RCL (rcl, all) runs as the same opts plus RCL_TEXT; the others as they are.
+# A variant that enables RCL or CLIPMATCH runs with RCL_TEXT / CLIPMATCH_TEXT added; the others as they are.
+with_text() {  # opts -> opts with the text encoders' opts of the objectives they enable
+    local opts="$1"
+    if [ -n "$RCL_TEXT" ] && [[ " $opts " == *" MODEL.RCL.ENABLED True "* ]]; then opts="$opts $RCL_TEXT"; fi
+    if [ -n "$CLIPMATCH_TEXT" ] && [[ " $opts " == *" MODEL.CLIPMATCH.ENABLED True "* ]]; then
+        opts="$opts $CLIPMATCH_TEXT"
+    fi
+    echo "$opts"
+}
+if [[ " $VARIANTS $EXTRA_VARIANTS " == *clipmatch* || " $VARIANTS " == *" all "* ]] && [ -n "$CLIPMATCH_TEXT" ] \
+        && [ ! -f "$work/clip_vit_b32_random_seed0.pt" ]; then
+    python -c 'import sys, torch, open_clip
+torch.manual_seed(0)
+torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), sys.argv[1])' "$work/clip_vit_b32_random_seed0.pt"
+fi
 builtin=()
 custom=()
 for variant in $VARIANTS; do
-    opts="$(python -c 'import sys; from sgg_plugins.bench.runner import BUILTIN_VARIANTS
+    opts="$(python -c 'import sys; from sgg_plugins.bench.plan import BUILTIN_VARIANTS
 print(" ".join(BUILTIN_VARIANTS.get(sys.argv[1], [])))' "$variant")"
-    if [ -n "$RCL_TEXT" ] && [[ " $opts " == *" MODEL.RCL.ENABLED True "* ]]; then
-        custom+=(--variant "$variant=$opts $RCL_TEXT")
+    if [ "$(with_text "$opts")" != "$opts" ]; then
+        custom+=(--variant "$variant=$(with_text "$opts")")
     else
         builtin+=("$variant")
     fi
+done
+IFS=';' read -ra extra <<< "$EXTRA_VARIANTS"
+for spec in "${extra[@]}"; do
+    spec="$(echo "$spec" | sed 's/^ *//; s/ *$//')"
+    [ -n "$spec" ] && custom+=(--variant "${spec%%=*}=$(with_text "${spec#*=}")")
 done
 stamp "bench $MODE ($VARIANTS x seeds $SEEDS): start"
 # A failed run does not stop the others; bench exits 1 and the report lists it.
