@@ -14,8 +14,10 @@ def install(host_root=None, plugin=True):
 
     Puts the checkout first on ``sys.path``, applies the run-time compatibility shims, provides
     ``maskrcnn_benchmark._C`` from torchvision when the host's extension is not built, installs the
-    data shims, registers the plug-in's config nodes and predictors, and makes ``cfg.freeze()``
-    fall back to MODEL.DEVICE cpu on a machine without a GPU. Idempotent. Returns the host root.
+    data shims, skips the frozen detector's work that ground-truth-box modes never read (bit-identical,
+    see ``unread_work``), registers the plug-in's config nodes and predictors, and makes
+    ``cfg.freeze()`` fall back to MODEL.DEVICE cpu on a machine without a GPU. Idempotent. Returns
+    the host root.
 
     ``plugin=False`` installs the compatibility layer alone: the vanilla host, as it would run on an
     old PyTorch, e.g. to check that a checkpoint trained with a regularizer evaluates without us.
@@ -32,6 +34,10 @@ def install(host_root=None, plugin=True):
     from .data import install_data_shims
 
     install_data_shims()
+
+    from .unread_work import install_unread_work_skips
+
+    install_unread_work_skips()
 
     if plugin:
         from .plugin import register
