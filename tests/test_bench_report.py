@@ -18,15 +18,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "bench"))
 import bench_host_outputs as host  # noqa: E402
 
-from sgg_plugins.bench.report import (  # noqa: E402
-    ReportError,
+from sgg_plugins.bench.head_body_tail import read_split_file, split_by_counts, split_by_rank  # noqa: E402
+from sgg_plugins.bench.report_inputs import ReportError  # noqa: E402
+from sgg_plugins.bench.report_statistics import (  # noqa: E402
     detectable_difference,
     f_at_k,
     mean_recall_variance_shares,
     paired_test,
-    read_split_file,
-    split_by_counts,
-    split_by_rank,
 )
 from sgg_plugins.bench.results import (  # noqa: E402
     ResultError,
@@ -383,7 +381,7 @@ def test_no_absolute_path_in_the_report(bench):
 
 
 def test_recorded_command_paths_are_made_relative(tmp_path):
-    from sgg_plugins.bench.report import relative_command
+    from sgg_plugins.bench.report_inputs import relative_command
 
     bench_dir = tmp_path / "bench"
     bench_dir.mkdir()
