@@ -293,7 +293,7 @@ def test_failed_run_is_reported_and_left_out(bench):
     assert report["summary"]["probe"]["mR@100"]["n"] == 2
     assert report["summary"]["probe"]["mR@100"]["mean"] == pytest.approx((0.11 + 0.16) / 2)
     md = (out / "report.md").read_text()
-    assert "| probe | 1 | **failed** | – | – | – | – | train failed (return code 1) |" in md
+    assert "| probe | 1 | **failed** | – | – | – | – | – | train failed (return code 1) |" in md
     assert "1 run(s) without results" in md
 
 
@@ -486,7 +486,7 @@ def test_schedule_and_early_stop_from_the_host_log(tmp_path):
 def test_runs_table_states_schedule_stop_and_times(bench):
     _, out, _ = bench
     md = (out / "report.md").read_text()
-    assert "| align | 2 | done | WarmupReduceLROnPlateau, 0 LR decay(s) | 400 of 400 (MAX_ITER) | 100 | 10 |" in md
+    assert "| align | 2 | done | WarmupReduceLROnPlateau, 0 LR decay(s) | 0.01 | 400 of 400 (MAX_ITER) | 100 | 10 |" in md
     assert "Total recorded run time: 0.24 h (880 s)." in md  # 8 finished runs x 110 s
     assert "one point per 200 iterations" in md
 
@@ -532,3 +532,52 @@ def test_head_body_tail_counts_come_from_the_synthetic_dataset_h5(tmp_path):
 def test_the_host_cache_is_a_flagged_fallback(bench):
     _, _, report = bench
     assert report["split"]["counts_from"].startswith("the host's statistics cache, built with filter_non_overlap=True")
+
+
+def test_multi_step_decays_are_the_steps_below_the_last_iteration_and_the_final_lr_is_the_last_logged(tmp_path):
+    (tmp_path / "config.yml").write_text(host.saved_config("WarmupMultiStepLR", max_iter=400, steps=(240, 320, 400)))
+    # The host's lines at 200 and 400 carry the LR; the plug-in's LOG_PERIOD line at 320 has none.
+    lines = host.log_lines({200: {"loss": 1.0}, 400: {"loss": 0.9}}, lrs={200: 0.04, 400: 0.0004}).splitlines()
+    lines.insert(2, "2024-01-01 10:00:30,000 maskrcnn_benchmark INFO: iter: 320  loss: 0.9 (1.0)  "
+                    "time: 0.5 (0.5)  data: 0.01 (0.01)  (sgg-plugins LOG_PERIOD)")
+    (tmp_path / "log.txt").write_text("\n".join(lines) + "\n")
+    schedule = read_schedule(tmp_path)
+    assert schedule["steps"] == [240, 320, 400]
+    # The scheduler steps after each update: a step at the last iteration lowers no update's LR.
+    assert schedule["decays"] == [240, 320]
+    assert (schedule["final_lr"], schedule["final_lr_iter"]) == (0.0004, 400)
+    # A log whose last line with an LR is older says where it was logged.
+    (tmp_path / "log.txt").write_text("\n".join(lines[:3]) + "\n")
+    schedule = read_schedule(tmp_path)
+    assert (schedule["stopped_at"], schedule["final_lr"], schedule["final_lr_iter"]) == (320, 0.04, 200)
+    assert schedule["decays"] == [240]
+
+
+def test_runs_table_lists_each_runs_lr_decays_and_final_lr(tmp_path):
+    """The evidence protocol: WarmupMultiStepLR with STEPS (240, 320), TO_VAL False, 400 iterations."""
+    bench_dir = tmp_path / "bench"
+    run_dir = _one_run_bench(bench_dir)
+    (run_dir / "config.yml").write_text(host.saved_config("WarmupMultiStepLR", max_iter=400, steps=(240, 320)))
+    (run_dir / "log.txt").write_text(host.log_lines(losses("baseline"), lrs={200: 0.04, 400: 0.0004}))
+    assert main(["report", str(bench_dir), "--out", str(tmp_path / "r")]) == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert ("| Variant | Seed | Status | Schedule | Final LR | Stopped at | train s | test s | Note |" in md)
+    assert "| baseline | 0 | done | WarmupMultiStepLR, 2 LR decay(s) at 240, 320 | 0.0004 | 400 of 400 (MAX_ITER) |" in md
+    assert "starting LR" not in md
+    run = json.loads((tmp_path / "r" / "report.json").read_text())["runs"][0]
+    assert run["lr_decayed_before_test"] is True
+    assert run["schedule"]["decays"] == [240, 320] and run["schedule"]["final_lr"] == 0.0004
+    rows = (tmp_path / "r" / "report.csv").read_text().splitlines()
+    assert "schedule,baseline,0,lr_decay,iteration,320" in rows and "schedule,baseline,0,final_lr,value,0.0004" in rows
+
+
+def test_a_run_tested_at_its_starting_lr_is_warned_about(bench):
+    # Every fixture run trains WarmupReduceLROnPlateau without a decay; probe/seed1 failed and has no test.
+    _, out, report = bench
+    assert {r["lr_decayed_before_test"] for r in report["runs"] if r["status"] == "done"} == {False}
+    md = (out / "report.md").read_text()
+    warning = ("⚠ 8 run(s) ended at their starting LR, with no LR decay before the test: their test scores an "
+               "unsettled iterate (baseline/seed0, baseline/seed1, baseline/seed2, align/seed0, align/seed1, "
+               "align/seed2, probe/seed0, probe/seed2).")
+    assert warning in md
+    assert md.index("| probe | 2 | done |") < md.index(warning) < md.index("Total recorded run time")

@@ -95,6 +95,7 @@ def test_schedule_of_an_epoch_based_run_claims_no_iteration_counts(tmp_path):
     config_path.write_text(json.dumps(config))
     schedule = read_schedule(tmp_path)
     assert schedule["max_iter"] is None and schedule["val_period"] is None and schedule["validations"] == []
+    assert schedule["steps"] is None and schedule["decays"] is None  # the saved STEPS are not the ones it used
 
 
 def test_the_host_split_is_used_only_when_it_fits_the_dataset(tmp_path):
@@ -173,7 +174,9 @@ def test_report_plots_losses_and_lists_each_runs_schedule(sgtr_bench):
     assert run["schedule"]["type"] == "WarmupMultiStepLR" and run["schedule"]["decays"] == [150]
     assert run["schedule"]["validations"] == [[200, 0.6]] and run["flag"] == ""
     md = (out / "report.md").read_text()
-    assert "| align | 0 | done | WarmupMultiStepLR | 200 of 200 (MAX_ITER) |" in md
+    assert run["schedule"]["final_lr"] == 8e-5 and run["lr_decayed_before_test"] is True
+    assert "| align | 0 | done | WarmupMultiStepLR, 1 LR decay(s) at 150 | 8e-05 | 200 of 200 (MAX_ITER) |" in md
+    assert "starting LR" not in md
     assert "metrics.json every GLOBAL.LOG_INTERVAL iterations" in md
 
 

@@ -14,7 +14,8 @@ path in them relative to the bench folder, so a report reads the same when the f
   each predicate's share of the baseline's seed-to-seed variance of mR@100;
   per variant the per-seed differences to the baseline with ``scipy.stats.ttest_rel``,
   ``scipy.stats.wilcoxon`` and the t-based 95 % confidence interval of the mean difference; every
-  run's status, LR schedule, where it stopped and how long it took;
+  run's status, LR schedule with the LR decays before its test, the last LR the host logged, where
+  it stopped and how long it took, and a warning naming each tested run whose LR was never lowered;
 - ``report.csv`` and ``report.json``: every number of the report, in the host's units (fractions);
 - ``per_predicate_recall.png``: the host's per-predicate R@100 (the list behind mR@100) as grouped
   bars, predicates sorted by training frequency, one bar per variant;
@@ -170,6 +171,7 @@ def build_report(args):
         "metrics": metric_names,
         "runs": [{"variant": v, "seed": s, "status": r["status"], "note": r["note"], "flag": r["flag"],
                   "result_file": r["result_file"], "seconds": r["seconds"], "schedule": r["schedule"],
+                  "lr_decayed_before_test": lr_decayed_before_test(r["schedule"]),
                   "metrics": per_run.get((v, s))} for (v, s), r in runs.items()],
         "summary": summary,
         "paired": paired,
@@ -180,6 +182,15 @@ def build_report(args):
         "predicates": predicates,
         "losses": {v: {s: runs[(v, s)]["losses"] for s in seeds if runs[(v, s)]["losses"]} for v in order},
     }
+
+
+def lr_decayed_before_test(schedule):
+    """Whether the run's LR was lowered before its test: a run tested at its starting LR scores weights
+    still moving with it. None where the host's reader cannot tell (no schedule, or one whose decays it
+    does not read)."""
+    if not schedule or schedule["decays"] is None:
+        return None
+    return bool(schedule["decays"])
 
 
 def per_run_recall(run, index):

@@ -12,8 +12,12 @@ def write_csv(report, path):
         for metric, value in (run["metrics"] or {}).items():
             rows.append(["run", run["variant"], run["seed"], metric, "value", value])
         schedule = run["schedule"] or {}
-        for key in ("type", "max_iter", "stopped_at", "stop_reason"):
+        for key in ("type", "max_iter", "stopped_at", "stop_reason", "final_lr", "final_lr_iter"):
             rows.append(["schedule", run["variant"], run["seed"], key, "value", schedule.get(key)])
+        for iteration in schedule.get("decays") or []:
+            rows.append(["schedule", run["variant"], run["seed"], "lr_decay", "iteration", iteration])
+        rows.append(["schedule", run["variant"], run["seed"], "lr_decayed_before_test", "value",
+                     run["lr_decayed_before_test"]])
         for stage, seconds in (run["seconds"] or {}).items():
             rows.append(["time", run["variant"], run["seed"], stage, "seconds", seconds])
     for variant, metrics in report["summary"].items():

@@ -36,15 +36,22 @@ def _p(value, alpha):
     return "n/a" if value is None else f"{value:.3g}" + (" *" if value < alpha else "")
 
 
-def _schedule_text(schedule):
+def _schedule_cells(schedule):
+    """A run's Schedule (with its LR decays before the test), Final LR and Stopped-at cells."""
     if not schedule:
-        return "–", "–"
+        return "–", "–", "–"
     kind = schedule["type"] or "?"
-    if kind == "WarmupReduceLROnPlateau":
+    if schedule["decays"] is not None:
         kind += f", {len(schedule['decays'])} LR decay(s)" + (
             f" at {', '.join(map(str, schedule['decays']))}" if schedule["decays"] else "")
+    final_lr = "–"
+    if schedule["final_lr"] is not None:
+        final_lr = f"{schedule['final_lr']:.3g}"
+        if schedule["final_lr_iter"] != schedule["stopped_at"]:
+            # The plug-in's LOG_PERIOD lines carry no lr: the last one logged may be older.
+            final_lr += f" (iter {schedule['final_lr_iter']})"
     stopped = "–" if schedule["stopped_at"] is None else f"{schedule['stopped_at']} of {schedule['max_iter']} ({schedule['stop_reason']})"
-    return kind, stopped
+    return kind, final_lr, stopped
 
 
 def write_markdown(report, path, plots):
@@ -144,15 +151,21 @@ def write_markdown(report, path, plots):
     lines += ["", "## Runs", "", f"{outputs.schedule_description} Times from `run.json`.", ""]
     rows = []
     for r in report["runs"]:
-        kind, stopped = _schedule_text(r["schedule"])
+        kind, final_lr, stopped = _schedule_cells(r["schedule"])
         note = r["note"] or r["result_file"] or ""
         if r["flag"]:
             note = f"⚠ {r['flag']}; {note}"
         seconds = r["seconds"] or {}
         rows.append([r["variant"], r["seed"], r["status"] if r["status"] == "done" else f"**{r['status']}**",
-                     kind, stopped, "–" if seconds.get("train") is None else f"{seconds['train']:.0f}",
+                     kind, final_lr, stopped, "–" if seconds.get("train") is None else f"{seconds['train']:.0f}",
                      "–" if seconds.get("test") is None else f"{seconds['test']:.0f}", note])
-    lines += _table(["Variant", "Seed", "Status", "Schedule", "Stopped at", "train s", "test s", "Note"], rows)
+    lines += _table(["Variant", "Seed", "Status", "Schedule", "Final LR", "Stopped at", "train s", "test s", "Note"],
+                    rows)
+    undecayed = [f"{r['variant']}/seed{r['seed']}" for r in report["runs"]
+                 if r["status"] == "done" and r["lr_decayed_before_test"] is False]
+    if undecayed:
+        lines += ["", f"⚠ {len(undecayed)} run(s) ended at their starting LR, with no LR decay before the test: "
+                      f"their test scores an unsettled iterate ({', '.join(undecayed)})."]
     total = sum(v for r in report["runs"] for v in (r["seconds"] or {}).values() if v)
     lines += ["", f"Total recorded run time: {total / 3600:.2f} h ({total:.0f} s)."]
     missing = [r for r in report["runs"] if r["status"] != "done"]

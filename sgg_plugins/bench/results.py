@@ -10,10 +10,14 @@
   ``... iter: 400  loss: 0.81 (0.93)  loss_rel: 0.52 (0.61)  ...  time: ...  lr: ...`` where each
   meter reads ``name: windowed median (global average)``.
 - ``config.yml``: the merged config the training script saved (``SOLVER.SCHEDULE.TYPE``,
-  ``SOLVER.MAX_ITER``, ``SOLVER.VAL_PERIOD``); with ``WarmupReduceLROnPlateau`` the log has
-  ``Validation Result: 0.63`` after each validation (the mean per-image R@100 on the validation
-  split), ``Trigger Schedule Decay`` when the LR is lowered and ``Trigger MAX_DECAY_STEP at
-  iteration N.`` when training stops early.
+  ``SOLVER.MAX_ITER``, ``SOLVER.VAL_PERIOD``, ``SOLVER.STEPS``); with ``WarmupMultiStepLR`` the LR
+  is multiplied by ``SOLVER.GAMMA`` after each iteration in ``STEPS``; with
+  ``WarmupReduceLROnPlateau`` the log has ``Validation Result: 0.63`` after each validation (the
+  mean per-image R@100 on the validation split), ``Trigger Schedule Decay`` when the LR is lowered
+  and ``Trigger MAX_DECAY_STEP at iteration N.`` when training stops early. The ``lr`` of a log
+  line is the LR of that iteration's update (the scheduler steps after the line), of the host's
+  last parameter group, which it scales by ``IMS_PER_BATCH``: not ``BASE_LR`` itself. The
+  plug-in's ``MODEL.SGG_PLUGINS.LOG_PERIOD`` lines have no ``lr``.
 - ``<train dataset names>_statistics.cache``: ``get_dataset_statistics`` output with ``fg_matrix``
   (object x object x predicate counts on the training split; slot 0 holds background counts) and
   ``rel_classes`` (predicate names, background first).
@@ -201,19 +205,28 @@ def count_predicates_in_h5(h5_path, dict_path, num_val_im=HOST_NUM_VAL_IMAGES):
 _VALIDATION = re.compile(r"Validation Result: (\S+)")
 _DECAY = re.compile(r"Trigger Schedule Decay")
 _EARLY_STOP = re.compile(r"Trigger MAX_DECAY_STEP at iteration (\d+)")
+# The LR field of the host's own meter line ("... lr: 0.040000  max mem: ...").
+_LOGGED_LR = re.compile(r"\blr: (\S+)")
+MULTI_STEP = "WarmupMultiStepLR"
 
 
 def read_schedule(run_dir):
-    """Which LR schedule a run trained with and when it stopped, from ``config.yml`` and ``log.txt``.
+    """Which LR schedule a run trained with, its LR decays and when it stopped, from ``config.yml``
+    and ``log.txt``.
 
-    Returns ``{"type", "max_iter", "val_period", "last_logged_iter", "stopped_at", "stop_reason",
-    "decays": [iteration, ...], "validations": [(iteration, value), ...]}``; what a file does not
-    hold is None. A validation or decay is attributed to the last ``iter: N`` line logged before it
-    (the host validates right after logging when VAL_PERIOD is a multiple of its log period).
+    Returns ``{"type", "max_iter", "val_period", "steps", "last_logged_iter", "stopped_at",
+    "stop_reason", "decays": [iteration, ...], "final_lr", "final_lr_iter", "validations":
+    [(iteration, value), ...]}``; what a file does not hold is None. ``decays``: with
+    ``WarmupMultiStepLR`` the ``STEPS`` below ``stopped_at`` (a step lowers the LR of the updates
+    after it, so one at the last iteration lowers none), otherwise the log's ``Trigger Schedule
+    Decay`` lines. ``final_lr``: the ``lr`` of the last ``iter: N`` line that has one, logged at
+    ``final_lr_iter``. A validation or decay line is attributed to the last ``iter: N`` line logged
+    before it (the host validates right after logging when VAL_PERIOD is a multiple of its log period).
     """
     run_dir = Path(run_dir)
-    schedule = {"type": None, "max_iter": None, "val_period": None, "last_logged_iter": None,
-                "stopped_at": None, "stop_reason": None, "decays": [], "validations": []}
+    schedule = {"type": None, "max_iter": None, "val_period": None, "steps": None, "last_logged_iter": None,
+                "stopped_at": None, "stop_reason": None, "decays": [], "final_lr": None, "final_lr_iter": None,
+                "validations": []}
     config_path = run_dir / SAVED_CONFIG
     if config_path.is_file():
         import yaml
@@ -222,8 +235,9 @@ def read_schedule(run_dir):
             solver = (yaml.safe_load(config_path.read_text()) or {}).get("SOLVER", {})
         except yaml.YAMLError:
             solver = {}
+        steps = solver.get("STEPS")
         schedule.update(type=(solver.get("SCHEDULE") or {}).get("TYPE"), max_iter=solver.get("MAX_ITER"),
-                        val_period=solver.get("VAL_PERIOD"))
+                        val_period=solver.get("VAL_PERIOD"), steps=None if steps is None else [int(s) for s in steps])
     log_path = run_dir / TRAIN_LOG
     if not log_path.is_file():
         return schedule
@@ -233,6 +247,9 @@ def read_schedule(run_dir):
         if logged:
             iteration = int(logged.group(1))
             schedule["last_logged_iter"] = iteration
+            lr = _LOGGED_LR.search(line)
+            if lr:
+                schedule.update(final_lr=float(lr.group(1)), final_lr_iter=iteration)
             continue
         validation = _VALIDATION.search(line)
         if validation:
@@ -249,6 +266,8 @@ def read_schedule(run_dir):
             schedule["stop_reason"] = "MAX_ITER"
         else:
             schedule["stop_reason"] = "unknown (log ends before MAX_ITER)"
+    if schedule["type"] == MULTI_STEP and schedule["steps"] is not None and schedule["stopped_at"] is not None:
+        schedule["decays"] = [step for step in schedule["steps"] if step < schedule["stopped_at"]]
     return schedule
 
 
@@ -308,9 +327,12 @@ class SgbOutputs:
     result_description = "`inference/<test set>/result_dict.pytorch`"
     losses_description = "log.txt (windowed median)"
     schedule_description = (
-        "Schedule and stop from each run's `config.yml` and `log.txt`: with `WarmupReduceLROnPlateau` the host "
-        "lowers the LR when validation R@100 stops improving and stops after MAX_DECAY_STEP decays, so a "
-        "regularizer can change when a run stops.")
+        "Schedule, LR decays and stop from each run's `config.yml` and `log.txt`: with `WarmupMultiStepLR` the "
+        "host lowers the LR after each of `SOLVER.STEPS` (those below the last iteration lowered it before the "
+        "test); with `WarmupReduceLROnPlateau` it lowers the LR when validation R@100 stops improving and stops "
+        "after MAX_DECAY_STEP decays, so a regularizer can change when a run stops. Final LR: the `lr` of the "
+        "last `iter:` line of `log.txt` that has one (at the iteration in brackets when that is not the last), "
+        "the LR of the host's last parameter group, which it scales by `IMS_PER_BATCH`.")
     statistics_caveat = "built with filter_non_overlap=True (it drops images whose related boxes never overlap)"
 
     def find_results(self, run_dir):

@@ -123,19 +123,26 @@ def _evaluated_within(previous, current, eval_period, max_iter):
 def read_schedule(run_dir):
     """The run's LR schedule and where it stopped, from ``config.json`` and ``metrics.json``, with the
     keys of the SGB reader's schedule: ``type`` (``SOLVER.LR_SCHEDULER.NAME``), ``max_iter``,
-    ``val_period`` (``TEST.EVAL_PERIOD``), ``last_logged_iter``, ``stopped_at``, ``stop_reason``,
-    ``decays`` (``STEPS`` reached, for a multi-step schedule) and ``validations`` (iteration, R@100
-    of the training-time evaluation, taken from the first ``metrics.json`` line written after it)."""
+    ``val_period`` (``TEST.EVAL_PERIOD``), ``steps``, ``last_logged_iter``, ``stopped_at``,
+    ``stop_reason``, ``decays`` (for a multi-step schedule the ``STEPS`` below the last iteration,
+    which lowered the LR of the updates after them; None for other schedules and for an epoch-based
+    run, whose saved STEPS are not the ones it used), ``final_lr`` and ``final_lr_iter`` (the ``lr``
+    of the last ``metrics.json`` line, the LR of that iteration's update) and ``validations``
+    (iteration, R@100 of the training-time evaluation, taken from the first ``metrics.json`` line
+    written after it)."""
     config = read_saved_config(run_dir)
     scheduler = config.get("SOLVER", {}).get("LR_SCHEDULER", {})
     max_iter = int(scheduler["MAX_ITER"]) if scheduler.get("MAX_ITER") is not None else None
     eval_period = config.get("TEST", {}).get("EVAL_PERIOD")
+    steps = [int(step) for step in scheduler.get("STEPS", ())]
     if scheduler.get("MAX_EPOCH") is not None:
         # train_net.py saves config.json before its trainer turns MAX_EPOCH into MAX_ITER, STEPS and
         # EVAL_PERIOD: the saved iteration counts are not the ones the run used.
-        max_iter = eval_period = None
-    schedule = {"type": scheduler.get("NAME"), "max_iter": max_iter, "val_period": eval_period,
-                "last_logged_iter": None, "stopped_at": None, "stop_reason": None, "decays": [], "validations": []}
+        max_iter = eval_period = steps = None
+    multi_step = "MultiStep" in str(scheduler.get("NAME")) and steps is not None
+    schedule = {"type": scheduler.get("NAME"), "max_iter": max_iter, "val_period": eval_period, "steps": steps,
+                "last_logged_iter": None, "stopped_at": None, "stop_reason": None,
+                "decays": [] if multi_step else None, "final_lr": None, "final_lr_iter": None, "validations": []}
     metrics_path = Path(run_dir) / METRICS_FILE
     rows = read_metric_lines(metrics_path) if metrics_path.is_file() else []
     previous = 0
@@ -152,8 +159,10 @@ def read_schedule(run_dir):
     reached = max_iter is not None and last >= max_iter
     schedule.update(last_logged_iter=last, stopped_at=last,
                     stop_reason="MAX_ITER" if reached else "unknown (metrics.json ends before MAX_ITER)")
-    if "MultiStep" in str(schedule["type"]):
-        schedule["decays"] = [int(step) for step in scheduler.get("STEPS", ()) if step <= last]
+    if isinstance(rows[-1].get("lr"), (int, float)):
+        schedule.update(final_lr=float(rows[-1]["lr"]), final_lr_iter=last)
+    if multi_step:
+        schedule["decays"] = [step for step in steps if step < last]
     return schedule
 
 
@@ -171,9 +180,10 @@ class SgtrOutputs:
     result_description = "`result_dict.pytorch` and, for ng-mR@K, `evaluation_res.txt`"
     losses_description = "metrics.json (median of the last 20 iterations; per-decoder-level auxiliaries left out)"
     schedule_description = (
-        "Schedule and stop from each run's `config.json` and `metrics.json`: SGTR's LR schedulers change the "
-        "LR at fixed iterations (`SOLVER.LR_SCHEDULER.STEPS` for `WarmupMultiStepLR`), so every run trains "
-        "`MAX_ITER` iterations.")
+        "Schedule, LR decays and stop from each run's `config.json` and `metrics.json`: SGTR's LR schedulers "
+        "change the LR at fixed iterations (`SOLVER.LR_SCHEDULER.STEPS` for `WarmupMultiStepLR`: those below "
+        "the last iteration lowered it before the test), so every run trains `MAX_ITER` iterations. Final LR: "
+        "the `lr` of the last line of `metrics.json`.")
     statistics_caveat = "counted over overlapping subject-object pairs only (the host's must_overlap=True)"
 
     def find_results(self, run_dir):
