@@ -161,6 +161,10 @@ ADAPTER_DEFAULTS = dict(
     # Also print the host's training meters after every LOG_PERIOD-th iteration (0: only the host's
     # own lines, every 200 iterations, a literal in its loops): points for a short run's loss plot.
     LOG_PERIOD=0,
+    # Under torch.distributed, PROBE's contrast, RCL's InfoNCE and CLIPMATCH's cross entropy take
+    # their negatives from every process's batch (embeddings gathered with gradient), so that N
+    # processes x B images train as one process with N x B images. False: each process's own batch.
+    GATHER_NEGATIVES=True,
 )
 
 NODES = {"ALIGN": ALIGN_DEFAULTS, "RCL": RCL_DEFAULTS, "PROBE": PROBE_DEFAULTS,
@@ -364,6 +368,8 @@ def validate_config(cfg):
     log_period = cfg.MODEL.SGG_PLUGINS.LOG_PERIOD
     if not isinstance(log_period, int) or isinstance(log_period, bool) or log_period < 0:
         _fail("MODEL.SGG_PLUGINS.LOG_PERIOD", log_period, "0 (the host's own period) or a positive integer")
+    if not isinstance(cfg.MODEL.SGG_PLUGINS.GATHER_NEGATIVES, bool):
+        _fail("MODEL.SGG_PLUGINS.GATHER_NEGATIVES", cfg.MODEL.SGG_PLUGINS.GATHER_NEGATIVES, "True or False")
     for node, validate_node in VALIDATORS.items():
         validate_node(cfg.MODEL[node])
     layout = predictor_layout(cfg)

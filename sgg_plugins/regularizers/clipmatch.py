@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributed import gather_rows, gathers, row_counts, tell_once_without_negatives
+
 logger = logging.getLogger(__name__)
 
 MULTI_POSITIVE = ("mean", "sum")
@@ -100,7 +102,7 @@ class PredicateMatchingLoss(nn.Module):
     relations, and a warning says so the first time and again each time the count doubles.
     """
 
-    def __init__(self, rel_dim, text_dim, temperature=0.07, multi_positive="mean"):
+    def __init__(self, rel_dim, text_dim, temperature=0.07, multi_positive="mean", gather_negatives=True):
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"CLIPMATCH temperature must be > 0, got {temperature}")
@@ -109,6 +111,7 @@ class PredicateMatchingLoss(nn.Module):
                              f"got {multi_positive!r}")
         self.temperature = temperature
         self.multi_positive = multi_positive
+        self.gather_negatives = gather_negatives
         self.head = nn.Sequential(nn.Linear(rel_dim, text_dim), nn.ReLU(inplace=True), nn.Linear(text_dim, text_dim))
         self.dropped = 0
         self.foreground = 0
@@ -155,9 +158,22 @@ class PredicateMatchingLoss(nn.Module):
             relation: [N, rel_dim] relation representations of the sampled pairs.
             subj, pred, obj: [N] labels; pred 0 marks a background pair.
             bank: a :class:`~sgg_plugins.text.candidates.CandidateTextBank` on ``relation``'s device.
+
+        Under ``torch.distributed`` (``gather_negatives``), the table is every process's: all rows,
+        and the texts of them all (:mod:`.distributed`).
         """
         rows, target, column_ids = self.table(subj, pred, obj, bank)
         visual = F.normalize(self.head(relation[rows]), dim=-1)
+        gather = gathers(self.gather_negatives)
+        if gather:
+            counts = row_counts(visual.shape[0], visual.device)
+            visual, target_ids = gather_rows(visual, counts), gather_rows(column_ids[target], counts)
+            column_ids = torch.unique(gather_rows(column_ids))
+            target = torch.searchsorted(column_ids, target_ids)
+        if visual.shape[0] < 2:
+            tell_once_without_negatives("MODEL.CLIPMATCH's text-to-visual cross entropy (in loss_clipmatch)",
+                                        f"{visual.shape[0]} row(s): a text column has no other row to tell apart",
+                                        gather)
         texts = bank.embeddings(column_ids).to(visual.dtype)
         logits = visual @ texts.t() / self.temperature
         total, _, _ = two_way_cross_entropy(logits, target, self.multi_positive)

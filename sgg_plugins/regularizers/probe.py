@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributed import gather_rows, gathers, global_max, row_counts, tell_once_without_negatives
+
 
 class StructuralProbe(nn.Module):
     """B of Eq. 2: a rank-``rank`` linear map whose squared distances model graph distances.
@@ -182,7 +184,7 @@ class RelationMatrixHead(nn.Module):
         return self.mlp(vectors), mask
 
 
-def relation_matrix_contrastive(view_a, view_b, mask, temperature=0.1, head=None):
+def relation_matrix_contrastive(view_a, view_b, mask, temperature=0.1, head=None, gather=False):
     """Eq. 6: NT-Xent between the relationship matrices of the same images under two views.
 
     Each R is vectorised (:func:`standardised_relation_vectors`) and, with ``head`` (a
@@ -197,7 +199,11 @@ def relation_matrix_contrastive(view_a, view_b, mask, temperature=0.1, head=None
     the loss symmetric (a→b and b→a). An image with fewer than three objects (among the head's
     first K) has a single distinct pair (or none), so a centred matrix of zeros: it is neither
     anchor nor negative. With fewer than two such images there are no negatives and the loss is 0
-    (no NaN).
+    (no NaN; :class:`RelationshipProbeLoss` says so once in the log).
+
+    ``gather``: the pool is the images of every process of the ``torch.distributed`` run
+    (:mod:`.distributed`): each process computes the loss of the global batch, with gradient
+    through every process's embeddings.
     """
     if view_a.shape != view_b.shape or view_a.shape[:2] != mask.shape:
         raise ValueError(f"relation_matrix_contrastive expects views [B, n, n] and mask [B, n]; got "
@@ -205,17 +211,24 @@ def relation_matrix_contrastive(view_a, view_b, mask, temperature=0.1, head=None
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (MODEL.PROBE.TEMPERATURE), got {temperature}")
 
+    # Without a head the vector layout follows the padded size: one size for every process's images.
+    size = global_max(mask.shape[1], mask.device) if gather and head is None else None
+
     def embed(view):
         if head is None:
-            return standardised_relation_vectors(view, mask)
+            return standardised_relation_vectors(view, mask, size)
         z, used = head(view, mask)
         return F.normalize(z, dim=1), used
 
-    num_images = mask.shape[0]
     (z_a, used), (z_b, _) = embed(view_a), embed(view_b)
+    participants = used.sum(1) >= 3
+    if gather:
+        counts = row_counts(mask.shape[0], mask.device)
+        z_a, z_b, participants = (gather_rows(t, counts) for t in (z_a, z_b, participants))
+    num_images = participants.shape[0]
     z = torch.cat([z_a, z_b])
     logits = z @ z.t() / temperature
-    takes_part = (used.sum(1) >= 3).repeat(2)
+    takes_part = participants.repeat(2)
     # Rows of non-participating anchors keep finite logits (they are zeroed below): an all -inf row
     # would give a NaN gradient through log_softmax even when its loss is masked out.
     excluded = torch.eye(2 * num_images, dtype=torch.bool, device=mask.device)
@@ -233,7 +246,8 @@ class RelationshipProbeLoss(nn.Module):
     ``max_objects`` objects of each image; 0 contrasts the standardised matrices without a head.
     """
 
-    def __init__(self, dim, rank=128, max_distance=4, temperature=0.1, projection_dim=256, max_objects=36):
+    def __init__(self, dim, rank=128, max_distance=4, temperature=0.1, projection_dim=256, max_objects=36,
+                 gather_negatives=True):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0 (MODEL.PROBE.TEMPERATURE), got {temperature}")
@@ -241,6 +255,7 @@ class RelationshipProbeLoss(nn.Module):
         self.head = RelationMatrixHead(max_objects, projection_dim) if projection_dim else None
         self.max_distance = max_distance
         self.temperature = temperature
+        self.gather_negatives = gather_negatives
 
     def forward(self, features_clean, num_objs, rel_pairs, features_view2=None):
         """features_clean [Σ n_i, D] (images concatenated), num_objs list[int], rel_pairs list of
@@ -268,9 +283,22 @@ class RelationshipProbeLoss(nn.Module):
             losses["loss_probe_contrast"] = pred_clean.new_zeros(()) + unused
         else:
             pred_view2 = self.probe.pairwise(pad_per_image(features_view2, num_objs), mask)
-            losses["loss_probe_contrast"] = relation_matrix_contrastive(pred_clean, pred_view2, mask, self.temperature,
-                                                                        head=self.head)
+            gather = gathers(self.gather_negatives)
+            self._tell_without_negatives(num_objs, gather, features_clean.device)
+            losses["loss_probe_contrast"] = relation_matrix_contrastive(
+                pred_clean, pred_view2, mask, self.temperature, head=self.head, gather=gather)
         return losses
+
+    def _tell_without_negatives(self, num_objs, gather, device):
+        """Say once when fewer than two images (of every process, when gathered) take part in the
+        contrast: counted from ``num_objs``, on the CPU, as :func:`relation_matrix_contrastive` counts."""
+        limit = self.head.max_objects if self.head is not None else max(num_objs)
+        taking_part = sum(min(n, limit) >= 3 for n in num_objs)
+        if gather:
+            taking_part = sum(row_counts(taking_part, device))
+        if taking_part < 2:
+            tell_once_without_negatives("MODEL.PROBE's contrast (loss_probe_contrast)",
+                                        f"{taking_part} image(s) with at least three objects; the loss is 0", gather)
 
 
 def pad_per_image(features, num_objs):

@@ -61,6 +61,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributed import gather_rows, gathers, row_counts, tell_once_without_negatives
+
 logger = logging.getLogger(__name__)
 
 LEVELS = ("dual", "triple", "unary")
@@ -239,7 +241,7 @@ class RelationalContrastiveLoss(nn.Module):
 
     def __init__(self, rel_dim, obj_dim, text_dim, embed_dim=512, level="dual", temperature=0.07, gamma=0.5,
                  synonym_threshold=0.7, min_similarity=0.0, weighted_negatives=True, adapter="linear",
-                 adapter_dim=None, learn_temperature=False):
+                 adapter_dim=None, learn_temperature=False, gather_negatives=True):
         super().__init__()
         if level not in LEVELS:
             raise ValueError(f"RCL level {level!r} is not one of {', '.join(LEVELS)}")
@@ -276,18 +278,21 @@ class RelationalContrastiveLoss(nn.Module):
         # dual: index 0 = subject-predicate (W^vs, W^ts), 1 = predicate-object (W^vo, W^to).
         self.visual_proj = nn.ModuleList(nn.Linear(adapter_dim, embed_dim, bias=False) for _ in range(num_objectives))
         self.text_proj = nn.ModuleList(nn.Linear(text_dim, embed_dim, bias=False) for _ in range(num_objectives))
+        self.gather_negatives = gather_negatives
         self.dropped_triplets = 0
         self._warned_dropped = False
         self.last_kept_negatives = torch.zeros(())
         self.last_stats = {}
 
     @classmethod
-    def from_config(cls, rcl_cfg, rel_dim, obj_dim, text_dim, adapter_dim=None):
-        """Build from the ``MODEL.RCL`` node of :mod:`sgg_plugins.config`."""
+    def from_config(cls, rcl_cfg, rel_dim, obj_dim, text_dim, adapter_dim=None, gather_negatives=True):
+        """Build from the ``MODEL.RCL`` node of :mod:`sgg_plugins.config` (and
+        ``MODEL.SGG_PLUGINS.GATHER_NEGATIVES``)."""
         return cls(rel_dim, obj_dim, text_dim, embed_dim=rcl_cfg.EMBED_DIM, level=rcl_cfg.LEVELS,
                    temperature=rcl_cfg.TEMPERATURE, gamma=rcl_cfg.GAMMA, synonym_threshold=rcl_cfg.SYNONYM_THRESHOLD,
                    min_similarity=rcl_cfg.MIN_SIMILARITY, weighted_negatives=rcl_cfg.WEIGHTED_NEGATIVES,
-                   adapter=rcl_cfg.ADAPTER, adapter_dim=adapter_dim, learn_temperature=rcl_cfg.LEARN_TEMPERATURE)
+                   adapter=rcl_cfg.ADAPTER, adapter_dim=adapter_dim, learn_temperature=rcl_cfg.LEARN_TEMPERATURE,
+                   gather_negatives=gather_negatives)
 
     @property
     def logit_scale(self):
@@ -392,6 +397,16 @@ class RelationalContrastiveLoss(nn.Module):
         objects = self.obj_adapter(tokens, torch.cat([rel_image, rel_image])[first])
         return rel[index], objects[inverse[:n][index]], objects[inverse[n:][index]]
 
+    @staticmethod
+    def _gather_objective(visual, text, sampling, keys, inverse, counts):
+        """Every process's relations (:mod:`.distributed`): visual rows, and the unique triplets of
+        them all with the map of each relation to its triplet, as one process would have them."""
+        visual, text, sampling, keys = (gather_rows(t, counts) for t in (visual, text[inverse], sampling[inverse],
+                                                                         keys[inverse]))
+        unique_keys, inverse = torch.unique(keys, return_inverse=True)
+        first = torch.empty_like(unique_keys).scatter_(0, inverse, torch.arange(len(keys), device=keys.device))
+        return visual, text[first], sampling[first], inverse
+
     def _record(self, kept, candidates, relations):
         """Keep the statistics of the last call (detached, fp32)."""
         self.last_kept_negatives = kept.detach()
@@ -420,9 +435,14 @@ class RelationalContrastiveLoss(nn.Module):
         self._check_inputs(rel_feats, subj_feats, obj_feats, labels, bank, layout, rel_adapted)
         bank = bank.to(rel_feats.device)
         index, inverse, triplet = self._select_relations(*labels, bank)
-        if index.numel() < 2:
+        gather = gathers(self.gather_negatives)
+        counts = row_counts(index.numel(), rel_feats.device) if gather else [index.numel()]
+        relations = sum(counts)
+        if relations < 2:
+            tell_once_without_negatives("MODEL.RCL's InfoNCE (loss_rcl)", f"{relations} relation(s) with a triplet "
+                                        "in the text bank; the loss is 0", gather)
             zero = self._zero(rel_feats, subj_feats, obj_feats)
-            self._record(zero.detach().float(), 0, index.numel())
+            self._record(zero.detach().float(), 0, relations)
             return zero
 
         # fp32 throughout: cosines / τ reach 1 / 0.07 and the logsumexp wants the precision.
@@ -432,16 +452,20 @@ class RelationalContrastiveLoss(nn.Module):
             loss = rel.new_zeros(())
             kept = []
             for visual, text, sampling in self._objectives(rel, subj, obj, triplet, bank):
-                # [M, U] cosines against the unique texts, spread to [M, M] by each relation's triplet.
                 visual = F.normalize(visual, dim=-1) * self.logit_scale
-                logits = (visual @ F.normalize(text, dim=-1).t())[:, inverse]
-                sampling = F.normalize(sampling, dim=-1)
+                text, sampling, objective_inverse = F.normalize(text, dim=-1), F.normalize(sampling, dim=-1), inverse
+                if gather:
+                    keys = bank.triplet_key(*triplet[:3])
+                    visual, text, sampling, objective_inverse = self._gather_objective(visual, text, sampling, keys,
+                                                                                       inverse, counts)
+                # [M, U] cosines against the unique texts, spread to [M, M] by each relation's triplet.
+                logits = (visual @ text.t())[:, objective_inverse]
                 # Clamped so that ε = 1 (keep synonyms, Table 5) keeps identical texts despite rounding.
                 similarity = (sampling @ sampling.t()).clamp(-1.0, 1.0)
-                log_weights = negative_log_weights(similarity, inverse, self.synonym_threshold,
+                log_weights = negative_log_weights(similarity, objective_inverse, self.synonym_threshold,
                                                    self.min_similarity, self.weighted_negatives)
                 loss = loss + contrastive_loss(logits, log_weights, self.gamma)
                 # |Q_k|: the relations with a nonzero weight in k's denominator, less k itself.
                 kept.append((torch.isfinite(log_weights).sum(1) - 1).float().mean())
-        self._record(torch.stack(kept).mean(), index.numel() - 1, index.numel())
+        self._record(torch.stack(kept).mean(), relations - 1, relations)
         return loss

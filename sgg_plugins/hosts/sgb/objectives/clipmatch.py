@@ -64,7 +64,8 @@ class ClipMatchObjective(SGBObjective):
                     "class pairs, every one with its %d prompts in the candidate texts", len(triplets),
                     len(torch.unique(triplets[:, [0, 2]], dim=0)), self.text_bank.num_predicates)
         self.loss = PredicateMatchingLoss(resolve(predictor, spec.relation_feature).in_features, self.text_bank.dim,
-                                          temperature=cfg.TEMPERATURE, multi_positive=cfg.MULTI_POSITIVE)
+                                          temperature=cfg.TEMPERATURE, multi_positive=cfg.MULTI_POSITIVE,
+                                          gather_negatives=config.MODEL.SGG_PLUGINS.GATHER_NEGATIVES)
 
     def taps(self, predictor):
         return {"clipmatch_relation": Tap(predictor.spec.relation_feature, "input")}

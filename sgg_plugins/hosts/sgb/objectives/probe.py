@@ -51,7 +51,8 @@ class ProbeObjective(SGBObjective):
         path, _, attribute = predictor.spec.object_dim.rpartition(".")
         self.loss = RelationshipProbeLoss(dim=getattr(resolve(predictor, path), attribute), rank=cfg.RANK,
                                           max_distance=cfg.MAX_DISTANCE, temperature=cfg.TEMPERATURE,
-                                          projection_dim=cfg.PROJECTION_DIM)
+                                          projection_dim=cfg.PROJECTION_DIM,
+                                          gather_negatives=config.MODEL.SGG_PLUGINS.GATHER_NEGATIVES)
         self._said = set()
 
     def _once(self, key, message, *args):

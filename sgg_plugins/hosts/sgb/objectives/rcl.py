@@ -94,7 +94,8 @@ class RclObjective(SGBObjective):
                               f"of the adapter's {ATTENTION_HEADS} heads; use ADAPTER linear or PLACEMENT side")
         self.loss = RelationalContrastiveLoss.from_config(
             cfg, rel_dim=rel_dim, obj_dim=getattr(resolve(predictor, object_dim_path), attribute),
-            text_dim=self.text_bank.dim, adapter_dim=rel_dim if in_classifier else None)
+            text_dim=self.text_bank.dim, adapter_dim=rel_dim if in_classifier else None,
+            gather_negatives=config.MODEL.SGG_PLUGINS.GATHER_NEGATIVES)
         self._pairs_per_image = None
         self._classifier_input = None
         if in_classifier:
