@@ -161,6 +161,9 @@ ADAPTER_DEFAULTS = dict(
     # Also print the host's training meters after every LOG_PERIOD-th iteration (0: only the host's
     # own lines, every 200 iterations, a literal in its loops): points for a short run's loss plot.
     LOG_PERIOD=0,
+    # Training stops at a NaN or infinite loss, before that iteration's update and checkpoint. N > 0
+    # lets up to N iterations in a row pass, their non-finite gradients dropped (the step skipped).
+    MAX_NONFINITE_STEPS=0,
     # Under torch.distributed, PROBE's contrast, RCL's InfoNCE and CLIPMATCH's cross entropy take
     # their negatives from every process's batch (embeddings gathered with gradient), so that N
     # processes x B images train as one process with N x B images. False: each process's own batch.
@@ -368,6 +371,10 @@ def validate_config(cfg):
     log_period = cfg.MODEL.SGG_PLUGINS.LOG_PERIOD
     if not isinstance(log_period, int) or isinstance(log_period, bool) or log_period < 0:
         _fail("MODEL.SGG_PLUGINS.LOG_PERIOD", log_period, "0 (the host's own period) or a positive integer")
+    max_nonfinite = cfg.MODEL.SGG_PLUGINS.MAX_NONFINITE_STEPS
+    if not isinstance(max_nonfinite, int) or isinstance(max_nonfinite, bool) or max_nonfinite < 0:
+        _fail("MODEL.SGG_PLUGINS.MAX_NONFINITE_STEPS", max_nonfinite,
+              "0 (stop at the first non-finite loss) or a positive integer")
     if not isinstance(cfg.MODEL.SGG_PLUGINS.GATHER_NEGATIVES, bool):
         _fail("MODEL.SGG_PLUGINS.GATHER_NEGATIVES", cfg.MODEL.SGG_PLUGINS.GATHER_NEGATIVES, "True or False")
     for node, validate_node in VALIDATORS.items():

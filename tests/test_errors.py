@@ -5,6 +5,7 @@ real launcher and assert its last line of output, and that the host never starte
 configuration first thing).
 """
 
+import os
 import subprocess
 
 import h5py
@@ -195,3 +196,46 @@ def test_launcher_checks_the_dataset_before_building(synthetic_vg, tmp_path):
     assert line.startswith("error: dataset VG_stanford_filtered_with_attribute_train: images: 1 of ")
     assert line.endswith(f"listed images are missing (first: {folder / 'VG_100K' / '5.jpg'}): fix img_dir in "
                          "PATHS_CATALOG or restore the files")
+
+
+def test_test_script_with_nothing_to_test(tmp_path):
+    cfg = host_like_config()
+    cfg.OUTPUT_DIR = str(tmp_path)
+    check_checkpoint(cfg, "relation_train_net")  # training starts from scratch
+    assert error_line(check_checkpoint, cfg, "relation_test_net") == (
+        f"nothing to test: OUTPUT_DIR '{tmp_path}' has no last_checkpoint and MODEL.WEIGHT is '', so the host "
+        "would evaluate a randomly initialised model; point OUTPUT_DIR at the training run's folder, or give "
+        "MODEL.WEIGHT the checkpoint to evaluate")
+
+
+def launcher_result(synthetic_vg, tmp_path, script, opts, out):
+    """(exit status, last line of stderr) of a launcher run that must stop before the host starts."""
+    cmd = host_command(synthetic_vg, script, "MotifPredictor", "predcls", opts, out)
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert "Traceback" not in result.stderr and "Running with config" not in result.stdout + result.stderr
+    return result.returncode, result.stderr.strip().splitlines()[-1]
+
+
+@needs_sgb
+def test_launcher_refuses_to_test_a_random_model(synthetic_vg, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert launcher_result(synthetic_vg, tmp_path, "relation_test_net", [], out) == (1, (
+        f"error: nothing to test: OUTPUT_DIR '{out}' has no last_checkpoint and MODEL.WEIGHT is '', so the host "
+        "would evaluate a randomly initialised model; point OUTPUT_DIR at the training run's folder, or give "
+        "MODEL.WEIGHT the checkpoint to evaluate"))
+
+
+@needs_sgb
+def test_launcher_decodes_the_images_before_training(synthetic_vg, tmp_path):
+    import shutil
+
+    folder = tmp_path / "data"
+    shutil.copytree(synthetic_vg, folder)
+    (folder / "VG_100K" / "5.jpg").write_bytes(b"not a jpeg")
+    status, line = launcher_result(synthetic_vg, tmp_path, "relation_train_net",
+                                   ["PATHS_CATALOG", str(folder / "paths_catalog.py")], tmp_path / "out")
+    assert (status, line) == (1, (
+        f"error: dataset VG_stanford_filtered_with_attribute_train: images: {folder / 'VG_100K' / '5.jpg'} cannot "
+        "be read (UnidentifiedImageError: cannot identify image file): restore it"))

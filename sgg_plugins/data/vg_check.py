@@ -8,7 +8,8 @@ indexes it with; every per-image index range lies inside the box and relation ar
 relation's boxes inside its own image's boxes (the host's bare ``assert`` otherwise); boxes are
 non-empty and inside their images; labels, predicates and attributes are valid dictionary indices;
 the dictionaries agree with the config's class counts; the image list pairs one to one with the
-h5's images; every image file is present (and, with ``read_images``, opens at its listed size).
+h5's images; every image file is present (and, with ``read_images``, decodes at its listed size:
+``image_decode``, which remembers the files that did).
 
 Everything is vectorised over boxes and relations, so the full VG-150 (1.1 M boxes, 0.6 M
 relations) checks in seconds without ``read_images``.
@@ -19,6 +20,8 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+
+from .image_decode import first_bad_image
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 BOX_SCALE = 1024  # the host's boxes_1024: centre x, centre y, width, height on a 1024 longest side
@@ -253,18 +256,9 @@ def _check_images(img_dir, entries, read_images):
                                        f"{missing[0]}): fix img_dir in PATHS_CATALOG or restore the files")
     if not read_images:
         return Finding(OK, "images", f"all {len(paths)} present in {img_dir}")
-    from PIL import Image
-
-    for path, entry in zip(paths, entries):
-        try:
-            with Image.open(path) as image:
-                size = image.size
-                image.verify()
-        except Exception as error:  # PIL raises many types for a broken file
-            return Finding(FAIL, "images", f"{path} cannot be read ({type(error).__name__}: {error}): restore it")
-        if size != (entry["width"], entry["height"]):
-            return Finding(FAIL, "images", f"{path} is {size[0]}x{size[1]} but image_data.json says "
-                                           f"{entry['width']}x{entry['height']}: boxes would be scaled wrongly")
+    problem = first_bad_image(paths, [(e["width"], e["height"]) for e in entries])
+    if problem:
+        return Finding(FAIL, "images", problem)
     return Finding(OK, "images", f"all {len(paths)} present and readable at their listed sizes")
 
 
@@ -273,7 +267,8 @@ def check_vg_dataset(files, class_counts=None, read_images=False):
 
     ``class_counts``: {config key: (which dictionary, the config's value)}, e.g.
     ``{"MODEL.ROI_BOX_HEAD.NUM_CLASSES": ("labels", 151)}``; the value includes background.
-    ``read_images``: open every image and compare its size with the list (slow on the full VG).
+    ``read_images``: decode every image and compare its size with the list (minutes on the full VG
+    the first time; then only the files changed since, see ``image_decode``).
     """
     arrays, findings = _read_h5(files.roidb_file)
     if arrays is None:

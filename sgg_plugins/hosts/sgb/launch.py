@@ -18,6 +18,7 @@ from ...text.clip_text import CLIPUnavailableError
 from ..common import set_up_launcher_logging, split_options
 from ..locate import HostNotFoundError
 from . import install
+from .nonfinite_loss import NonFiniteLossError
 from .preflight import PreflightError, preflight
 
 # Errors in what the user asked for, raised before training starts: a message, not a traceback.
@@ -99,5 +100,8 @@ def run_host_script(name, argv):
         runpy.run_path(str(script), run_name="__main__")
     except USER_ERRORS as error:
         raise SystemExit(f"error: {error}") from None
+    except NonFiniteLossError as error:
+        # Every process that sees it stops; rank 0 (which holds the loss averaged over all) says why.
+        raise SystemExit(f"error: {error}" if os.environ.get("RANK", "0") == "0" else 1) from None
     finally:
         sys.argv = saved_argv

@@ -15,13 +15,16 @@ through ``sgg_plugins.hosts.sgb.install``). It changes no host file:
   holds and does not pass it (the targets' relation maps, the pooled RoI maps): nothing changes in
   eval or for a vanilla predictor;
 - prints the host's training meters every ``MODEL.SGG_PLUGINS.LOG_PERIOD`` iterations as well
-  (``training_log``).
+  (``training_log``);
+- stops training at a non-finite loss, before that iteration's update and checkpoint
+  (``nonfinite_loss``).
 """
 
 import functools
 import logging
 
 from ...config import add_sgg_plugins_config, validate_config
+from .nonfinite_loss import install_nonfinite_loss_stop
 from .predictors import RegularizedPredictorMixin, make_predictor
 from .training_log import install_training_log
 
@@ -74,6 +77,7 @@ def register():
         module.make_roi_relation_predictor = make_roi_relation_predictor
     relation_head.ROIRelationHead.forward = _with_head_inputs(relation_head.ROIRelationHead.forward)
     install_training_log()
+    install_nonfinite_loss_stop()
     _STATE["registered"] = True
     logger.info("sgg-plugins: registered MODEL.ALIGN / MODEL.RCL / MODEL.PROBE for every relation predictor "
                 "with a stock SGB layout")

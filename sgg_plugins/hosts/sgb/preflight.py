@@ -6,9 +6,12 @@ every key exists (a typo gets "did you mean ...?") and every value has its key's
 relation predictor is registered; the plug-in's keys validate; the batch sizes divide among the
 processes; the checkpoint the script will load (``OUTPUT_DIR/last_checkpoint`` first, as the
 host's checkpointer does) exists and is a complete PyTorch file; the test script's OUTPUT_DIR
-exists; every Visual Genome-format dataset the run reads passes ``sgg_plugins.data.vg_check``.
+exists and it has something to test (a last_checkpoint or MODEL.WEIGHT, not a random model); every
+Visual Genome-format dataset the run reads passes ``sgg_plugins.data.vg_check``, every image
+decoded (on rank 0; decoded once per file version, see ``sgg_plugins.data.image_decode``).
 Each failure raises :class:`PreflightError` with the line the user sees. Nothing is built, so the
-checks take seconds, and they run before the host prints its configuration.
+checks take seconds (plus the first decode of images never seen), and they run before the host
+prints its configuration.
 """
 
 import argparse
@@ -149,6 +152,12 @@ def check_checkpoint(cfg, script):
         return
     key = "MODEL.PRETRAINED_DETECTOR_CKPT" if script == "relation_train_net" else "MODEL.WEIGHT"
     path = cfg.MODEL.PRETRAINED_DETECTOR_CKPT if script == "relation_train_net" else cfg.MODEL.WEIGHT
+    if not path and script == "relation_test_net":
+        # The host's checkpointer would log "No checkpoint found" and evaluate a random model.
+        raise PreflightError(
+            f"nothing to test: OUTPUT_DIR {cfg.OUTPUT_DIR!r} has no last_checkpoint and MODEL.WEIGHT is '', so "
+            "the host would evaluate a randomly initialised model; point OUTPUT_DIR at the training run's folder, "
+            "or give MODEL.WEIGHT the checkpoint to evaluate")
     if not path or "://" in path:  # nothing to load, or the host's catalog / a URL
         return
     problem = checkpoint_problem(path)
@@ -208,5 +217,8 @@ def preflight(script, host_argv, world_size=1, plugin=True):
     check_test_output_dir(cfg, script)
     check_checkpoint(cfg, script)
     if cfg.MODEL.RELATION_ON:
-        check_datasets(cfg, dataset_names(cfg, script, args.skip_test))
+        # One process decodes the images: the others wait for it in init_process_group, and torchrun
+        # ends them when it stops.
+        decode = os.environ.get("RANK", "0") == "0"
+        check_datasets(cfg, dataset_names(cfg, script, args.skip_test), read_images=decode)
     return cfg

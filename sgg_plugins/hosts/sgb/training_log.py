@@ -34,6 +34,13 @@ def is_logged_by_us(iteration, period, max_iter):
     return iteration % HOST_LOG_PERIOD != 0 and iteration != max_iter
 
 
+def iteration_of_loss_update(meters):
+    """The iteration (counted from 1, as the host's log prints it) of a loss update of ``meters``.
+
+    The losses come before the iteration's ``time`` update, which counts it."""
+    return _STATE["start_iteration"] + getattr(meters, "sgg_plugins_iterations", 0) + 1
+
+
 def _recording_start(load):
     @functools.wraps(load)
     def checkpointer_load(self, *args, **kwargs):
