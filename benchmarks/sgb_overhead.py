@@ -1,10 +1,11 @@
 """Training-step, memory and eval overhead of plug-in variants against the baseline, on the real SGB host.
 
-Shared by ``align_overhead.py``, ``rcl_overhead.py`` and ``probe_overhead.py``. Every variant runs in
-a fresh worker process (so its peak memory is its own) on the same pre-loaded batches with the same
-seed; baseline and variants alternate over ``--repeats`` rounds so machine drift hits both alike.
-Ratios are of medians, variant over baseline, from the same invocation; the rounds alternate the
-order of the variants.
+Shared by ``align_overhead.py``, ``rcl_overhead.py``, ``probe_overhead.py`` and
+``clipmatch_mrc_overhead.py`` (through ``compare``, which prints the table) and by ``gpu_check.py``
+(through ``measure_variants``). Every variant runs in a fresh worker process (so its peak memory is
+its own) on the same pre-loaded batches with the same seed; baseline and variants alternate over
+``--repeats`` rounds so machine drift hits both alike. Ratios are of medians, variant over
+baseline, from the same invocation; the rounds alternate the order of the variants.
 
 The relation predictor's forward (which contains every extra pass of the plug-in) is also timed on
 its own ("pred"), since on CPU the frozen detector dominates the step and its noise hides small
@@ -133,6 +134,38 @@ def run_worker(config_file, opts, args):
     raise RuntimeError(f"worker failed ({out.returncode}) for opts {opts}:\n{out.stderr[-3000:]}")
 
 
+def measure_variants(config_file, base_opts, variants, predictors, args):
+    """Run every variant of ``variants`` (name -> extra opts; "baseline" must be one) for each predictor.
+
+    ``args`` holds ``steps``, ``warmup``, ``eval_batches`` and ``repeats``. Returns
+    ``{"<predictor>/<variant>": row}``, each row with the medians over the rounds (``step_s``,
+    ``predictor_s``, ``memory_mb``, ``eval_s``), their ratios to the baseline's (``<key>_ratio``), the
+    last round's mean losses and the device. A worker that fails raises RuntimeError with its log tail.
+    """
+    results = {}
+    for predictor in predictors:
+        runs = {name: [] for name in variants}
+        for round_index in range(args.repeats):
+            # Alternate the order each round so that whatever the first process of a round pays
+            # (cold file caches) falls on every variant alike.
+            order = list(variants.items())
+            for name, extra in order if round_index % 2 == 0 else order[::-1]:
+                opts = base_opts + PREDCLS + ["MODEL.ROI_RELATION_HEAD.PREDICTOR", predictor] + extra
+                runs[name].append(run_worker(config_file, opts, args))
+        base = runs["baseline"]
+        for name, rs in runs.items():
+            row = dict(step_s=statistics.median(r["step_s"] for r in rs),
+                       predictor_s=statistics.median(r["predictor_s"] for r in rs),
+                       memory_mb=statistics.median(r["memory_mb"] for r in rs),
+                       eval_s=statistics.median(r["eval_s"] for r in rs), losses=rs[-1]["losses"],
+                       device=rs[-1]["device"])
+            for key in ("step_s", "predictor_s", "memory_mb", "eval_s"):
+                denominator = statistics.median(r[key] for r in base)
+                row[key + "_ratio"] = row[key] / denominator if denominator else float("nan")
+            results[f"{predictor}/{name}"] = row
+    return results
+
+
 def compare(variants, description, argv=None):
     """``variants``: name -> extra opts; "baseline" must be one. Prints a table of ratios."""
     parser = argparse.ArgumentParser(description=description)
@@ -148,27 +181,7 @@ def compare(variants, description, argv=None):
                         help="host opts shared by every variant (the small CPU overlay, PATHS_CATALOG, ...)")
     args = parser.parse_args(argv)
     base_opts = [o for o in args.opts if o != "--"]
-    results = {}
-    for predictor in args.predictors:
-        runs = {name: [] for name in variants}
-        for round_index in range(args.repeats):
-            # Alternate the order each round so that whatever the first process of a round pays
-            # (cold file caches) falls on every variant alike.
-            order = list(variants.items())
-            for name, extra in order if round_index % 2 == 0 else order[::-1]:
-                opts = base_opts + PREDCLS + ["MODEL.ROI_RELATION_HEAD.PREDICTOR", predictor] + extra
-                runs[name].append(run_worker(args.config_file, opts, args))
-        base = runs["baseline"]
-        for name, rs in runs.items():
-            row = dict(step_s=statistics.median(r["step_s"] for r in rs),
-                       predictor_s=statistics.median(r["predictor_s"] for r in rs),
-                       memory_mb=statistics.median(r["memory_mb"] for r in rs),
-                       eval_s=statistics.median(r["eval_s"] for r in rs), losses=rs[-1]["losses"],
-                       device=rs[-1]["device"])
-            for key in ("step_s", "predictor_s", "memory_mb", "eval_s"):
-                denominator = statistics.median(r[key] for r in base)
-                row[key + "_ratio"] = row[key] / denominator if denominator else float("nan")
-            results[f"{predictor}/{name}"] = row
+    results = measure_variants(args.config_file, base_opts, variants, args.predictors, args)
     print(f"{'predictor/variant':38s} {'step s':>7s} {'step x':>7s} {'pred s':>7s} {'pred x':>7s} "
           f"{'mem MB':>7s} {'mem x':>6s} {'eval s':>7s} {'eval x':>7s}")
     for key, row in results.items():
