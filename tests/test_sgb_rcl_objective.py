@@ -96,3 +96,12 @@ def test_glove_dim_reads_its_own_width_beside_the_hosts_and_a_missing_file_is_on
     with pytest.raises(ConfigError, match=r"needs glove\.6B\.200d\.txt .* GLOVE_DIR") as error:
         regularized_predictor_class(fake.MotifPredictor)(cfg, fake.IN_CHANNELS)
     assert "\n" not in str(error.value)
+
+
+def test_a_side_adapter_that_nothing_reads_is_said_once_before_training(text, caplog):
+    with caplog.at_level(logging.WARNING, logger=rcl.__name__):
+        build(RCL_PLACEMENT="side", RCL_DETACH_INPUT=True)
+        build(RCL_PLACEMENT="side", RCL_DETACH_INPUT=False)
+        build(RCL_PLACEMENT="classifier", RCL_DETACH_INPUT=True)
+    said = [r.getMessage() for r in caplog.records if "nothing of the host reads" in r.getMessage()]
+    assert len(said) == 1 and "PLACEMENT side with DETACH_INPUT True" in said[0]

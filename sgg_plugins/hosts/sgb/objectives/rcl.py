@@ -96,6 +96,12 @@ class RclObjective(SGBObjective):
             cfg, rel_dim=rel_dim, obj_dim=getattr(resolve(predictor, object_dim_path), attribute),
             text_dim=self.text_bank.dim, adapter_dim=rel_dim if in_classifier else None,
             gather_negatives=config.MODEL.SGG_PLUGINS.GATHER_NEGATIVES)
+        if not in_classifier and cfg.DETACH_INPUT:
+            # Nothing of the host reads the side adapters and no RCL gradient reaches the host: the
+            # trained model is the host's alone. Legitimate for an ablation, never what a user wants silently.
+            logger.warning("MODEL.RCL: PLACEMENT side with DETACH_INPUT True trains only RCL's own adapters, which "
+                           "nothing of the host reads: the model is the baseline's (set DETACH_INPUT False or "
+                           "PLACEMENT classifier for RCL to act on it)")
         self._pairs_per_image = None
         self._classifier_input = None
         if in_classifier:
