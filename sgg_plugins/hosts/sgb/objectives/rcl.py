@@ -154,12 +154,15 @@ class RclObjective(SGBObjective):
         # later calls in the same step (another objective's extra pass) do not replace it.
         if self.training and self._classifier_input is None:
             self._classifier_input = features
-        return (self.loss.adapt_relations(features, self._relation_images(features.device)),) + tuple(args[1:])
+        return (self.loss.adapt_relations(features, self._relation_images(self._pairs_per_image, features.device)),
+                ) + tuple(args[1:])
 
-    def _relation_images(self, device):
-        if self._pairs_per_image is None:
+    def _relation_images(self, pairs_per_image, device):
+        """[N] the image of each relation; only the attention adapter reads it (None otherwise: no
+        host-to-device copy on every forward for nothing)."""
+        if self.cfg.ADAPTER != "attention" or pairs_per_image is None:
             return None
-        counts = torch.as_tensor(self._pairs_per_image, device=device)
+        counts = torch.as_tensor(pairs_per_image, device=device)
         return torch.repeat_interleave(torch.arange(len(counts), device=device), counts)
 
     def taps(self, predictor):
@@ -177,9 +180,7 @@ class RclObjective(SGBObjective):
         labels = step.obj_labels
         # With PLACEMENT classifier the tap reads what the classifier read: h_rel's output.
         relation, rel_adapted = step.clean["rcl_relation"], self.cfg.PLACEMENT == "classifier"
-        rel_image = torch.repeat_interleave(torch.arange(len(step.rel_pair_idxs), device=relation.device),
-                                            torch.as_tensor([len(p) for p in step.rel_pair_idxs],
-                                                            device=relation.device))
+        rel_image = self._relation_images([len(p) for p in step.rel_pair_idxs], relation.device)
         if self.cfg.DETACH_INPUT:
             subj_feats, obj_feats = subj_feats.detach(), obj_feats.detach()
             if rel_adapted:
