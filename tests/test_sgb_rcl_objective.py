@@ -69,6 +69,33 @@ def test_an_emptied_dictionary_is_warned_about_once(text, caplog):
     assert "SAMPLING_EMBEDDINGS glove" in warnings[0]
 
 
+def test_a_learned_logit_scale_is_logged_and_a_flattened_one_warned_about_once(text, caplog, monkeypatch):
+    """Under SGB's SGD at its LR the learned 1/tau fell from 14.3 to 0.3-2.1 on every bench run,
+    leaving loss_rcl near log(negatives) with no gradient: the log must show the scale, and say so."""
+    monkeypatch.setattr(rcl, "LOG_PERIOD", 1)
+    model = build(RCL_LEARN_TEMPERATURE=True)
+    with caplog.at_level(logging.INFO, logger=rcl.__name__):
+        model(*fake.make_batch())
+        with torch.no_grad():
+            model.sgg_plugins.rcl.loss.log_logit_scale.fill_(torch.tensor(0.5).log())
+        model(*fake.make_batch())
+        model(*fake.make_batch())
+    messages = [r.getMessage() for r in caplog.records if r.name == rcl.__name__]
+    scales = [m for m in messages if "negatives kept per query" in m]
+    assert "logit scale 1/tau 14.29" in scales[0] and "logit scale 1/tau 0.50" in scales[1]
+    flat = [m for m in messages if "learned logit scale" in m]
+    assert flat == [flat[0]] and "fallen from 14.3 to 0.50 (tau 2.00)" in flat[0]
+    assert "LEARN_TEMPERATURE False" in flat[0]
+
+
+def test_a_fixed_temperature_is_never_warned_about(text, caplog, monkeypatch):
+    monkeypatch.setattr(rcl, "LOG_PERIOD", 1)
+    model = build(RCL_LEARN_TEMPERATURE=False, RCL_TEMPERATURE=2.0)
+    with caplog.at_level(logging.INFO, logger=rcl.__name__):
+        model(*fake.make_batch())
+    assert not [r for r in caplog.records if "learned logit scale" in r.getMessage()]
+
+
 def test_attention_adapter_trains_inside_a_step(text):
     model = build(RCL_ADAPTER="attention", RCL_PLACEMENT="side")
     loss = model(*fake.make_batch())[2]["loss_rcl"]

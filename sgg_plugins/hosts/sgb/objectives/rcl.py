@@ -52,6 +52,10 @@ logger = logging.getLogger(__name__)
 LOG_PERIOD = 200
 # Below this share of the other relations kept as negatives, RCL has (almost) nothing to contrast.
 FEW_NEGATIVES_SHARE = 0.05
+# Below this learned logit scale (tau above 1), cosines in [-1, 1] barely separate the positive from
+# dozens of negatives. Measured: under SGB's SGD at its LR, CLIP's learnable scale fell from 14.3 to
+# 0.3-2.1 on every bench run (docs/cpu_bench).
+FLAT_LOGIT_SCALE = 1.0
 
 
 class RclObjective(SGBObjective):
@@ -114,9 +118,9 @@ class RclObjective(SGBObjective):
             predictor.register_forward_pre_hook(self._record_pairs, with_kwargs=True)
             classifier.register_forward_pre_hook(self._classify_adapted)
         self._steps = 0
-        self._kept = []
-        self._share = []
+        self._sums = None  # [steps counted, kept negatives, kept share], summed over a log period
         self._warned_few = False
+        self._warned_flat = False
 
     def _log_synonyms(self, obj_classes, pred_classes, triplets):
         """What Eq. 7's synonym cut drops on this training split, once, before training.
@@ -195,23 +199,37 @@ class RclObjective(SGBObjective):
         return {"loss_rcl": self.cfg.WEIGHT * loss}
 
     def _log_kept_negatives(self):
-        """Mean |Q_k| over the logging period: a user must see when sampling empties the dictionary."""
+        """Mean |Q_k| and the logit scale over the logging period: a user must see when sampling
+        empties the dictionary, or when a learned temperature flattens the contrast.
+
+        The statistics are summed on the loss's device and read once a period: a read on every step
+        would make Python wait for the GPU on every step.
+        """
         stats = self.loss.last_stats
         self._steps += 1
-        if stats.get("rcl_relations", 0) >= 2:
-            self._kept.append(float(stats["rcl_kept_negatives"]))
-            self._share.append(float(stats["rcl_kept_share"]))
+        counted = (stats["rcl_relations"] >= 2).float()
+        step_sums = torch.stack([counted, stats["rcl_kept_negatives"] * counted, stats["rcl_kept_share"] * counted])
+        self._sums = step_sums if self._sums is None else self._sums + step_sums
         if self._steps != 1 and self._steps % LOG_PERIOD:
             return
-        if self._kept:
-            kept, share = sum(self._kept) / len(self._kept), sum(self._share) / len(self._share)
+        steps, kept_sum, share_sum = self._sums.tolist()
+        self._sums = None
+        logit_scale = float(self.loss.logit_scale.detach())
+        if steps:
+            kept, share = kept_sum / steps, share_sum / steps
             logger.info("MODEL.RCL: %.1f negatives kept per query (%.0f%% of the batch's other relations) over the "
-                        "last %d steps; negatives ranked by %s", kept, 100 * share, len(self._kept),
-                        self.text_bank.sampling_source)
+                        "last %d steps; logit scale 1/tau %.2f; negatives ranked by %s", kept, 100 * share, steps,
+                        logit_scale, self.text_bank.sampling_source)
             if share < FEW_NEGATIVES_SHARE and not self._warned_few:
                 self._warned_few = True
                 logger.warning("MODEL.RCL: SYNONYM_THRESHOLD %.2f keeps only %.0f%% of the other relations as "
                                "negatives (%s): RCL has almost nothing to contrast; raise SYNONYM_THRESHOLD or "
                                "use SAMPLING_EMBEDDINGS glove", self.cfg.SYNONYM_THRESHOLD, 100 * share,
                                self.text_bank.sampling_source)
-        self._kept, self._share = [], []
+        if self.cfg.LEARN_TEMPERATURE and logit_scale < FLAT_LOGIT_SCALE and not self._warned_flat:
+            self._warned_flat = True
+            logger.warning("MODEL.RCL: the learned logit scale 1/tau has fallen from %.1f to %.2f (tau %.2f): every "
+                           "negative scores about as the positive, loss_rcl sits near log(negatives) and its gradient "
+                           "fades; the host's optimizer moves the scale at the host's learning rate. Set "
+                           "LEARN_TEMPERATURE False (a fixed TEMPERATURE)", 1.0 / self.cfg.TEMPERATURE, logit_scale,
+                           1.0 / logit_scale)
