@@ -98,3 +98,13 @@ def require(predictor, paths, node):
             f"MODEL.{node}: {host} follows the {type(predictor).spec_name} layout but has no "
             f"{', '.join(missing)}; set MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT to the stock predictor it does follow, "
             f"or disable MODEL.{node}.")
+
+
+def text_encoder_device(config):
+    """Where a text bank is embedded when no cached file holds it: the host's ``MODEL.DEVICE``.
+
+    On a GPU machine the encoder runs on the GPU (CLIPMATCH's VG candidate bank is about 50,000
+    texts: hours on the CPU); under torch.distributed "cuda" is each process's own device, which the
+    host's launcher sets before the model is built.
+    """
+    return torch.device(getattr(getattr(config, "MODEL", None), "DEVICE", "cpu") or "cpu")

@@ -26,7 +26,7 @@ from ....config import ConfigError
 from ....regularizers.clipmatch import PredicateMatchingLoss
 from ....text.candidates import load_or_compute_candidate_bank
 from ...hooks import Tap, resolve
-from .base import SGBObjective, require
+from .base import SGBObjective, require, text_encoder_device
 from ..catalog import training_text_sources
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class ClipMatchObjective(SGBObjective):
             self.text_bank = load_or_compute_candidate_bank(
                 obj_classes, pred_classes, triplets[:, [0, 2]], model=cfg.CLIP_MODEL,
                 pretrained=cfg.CLIP_PRETRAINED, prompt=cfg.PROMPT, null_prompt=cfg.NULL_PROMPT,
-                cache_path=cfg.TEXT_EMBEDDINGS or None)
+                cache_path=cfg.TEXT_EMBEDDINGS or None, device=text_encoder_device(config))
         except (ValueError, FileNotFoundError, ImportError) as error:
             # An unreadable or foreign TEXT_EMBEDDINGS file, or no OpenCLIP to compute one: one line
             # before training (the launcher prints ConfigError so), not a traceback.

@@ -43,7 +43,7 @@ from ....text.clip_text import load_or_compute_bank
 from ....text.glove import GloveUnavailableError, glove_phrases
 from ...hooks import Tap, resolve
 from ..catalog import training_text_sources
-from .base import SGBObjective, require
+from .base import SGBObjective, require, text_encoder_device
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ class RclObjective(SGBObjective):
             self.text_bank = load_or_compute_bank(
                 obj_classes, pred_classes, triplets, model=cfg.CLIP_MODEL,
                 pretrained=cfg.CLIP_PRETRAINED, prompt=cfg.PROMPT, object_prompt=cfg.OBJECT_PROMPT,
-                cache_path=cfg.TEXT_EMBEDDINGS or None, user_file=bool(cfg.TEXT_EMBEDDINGS))
+                cache_path=cfg.TEXT_EMBEDDINGS or None, user_file=bool(cfg.TEXT_EMBEDDINGS),
+                device=text_encoder_device(config))
         except (ValueError, FileNotFoundError, ImportError) as error:
             # A missing, foreign or unreadable TEXT_EMBEDDINGS file, or no OpenCLIP / sentence-transformers
             # to compute one: one line before training (the launcher prints ConfigError so), not a traceback.
