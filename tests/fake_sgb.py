@@ -31,6 +31,12 @@ class FakeBoxList:
     def __len__(self):
         return len(self.fields["labels"])
 
+    def __getitem__(self, item):
+        """Boxes and every field sliced, same image size (MODEL.MRC's one-object images slice so)."""
+        sliced = FakeBoxList(self.fields["labels"][item], None if self.bbox is None else self.bbox[item], self.size)
+        sliced.fields = {name: value[item] for name, value in self.fields.items()}
+        return sliced
+
 
 def make_cfg(predictor="MotifPredictor", **plugin_opts):
     cfg = CfgNode()

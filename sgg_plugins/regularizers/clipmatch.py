@@ -80,7 +80,9 @@ def two_way_cross_entropy(logits, target, multi_positive="mean"):
     if multi_positive == "sum":
         column_term = per_column.sum() / num_cols
     else:
-        positives = torch.bincount(target, minlength=num_cols)
+        # index_add, not bincount: bincount reads the largest target on the GPU (a sync); counts are exact.
+        positives = torch.zeros(num_cols, dtype=torch.long, device=target.device).index_add_(
+            0, target, torch.ones_like(target))
         has_positive = positives > 0
         column_term = (per_column[has_positive] / positives[has_positive]).mean()
     return row_term + column_term, row_term, column_term
@@ -122,18 +124,34 @@ class PredicateMatchingLoss(nn.Module):
 
         Returns (rows [N] bool, target [R] long column index per kept row, column_ids [M] text ids).
         """
+        return self._table(subj, pred, obj, bank)[:3]
+
+    def _table(self, subj, pred, obj, bank):
+        """:meth:`table` and whether every row takes part (then ``rows`` need not be applied).
+
+        Two GPU syncs: one read of the counts and the unique of the columns. The candidates are
+        looked up for every pair, a background pair's replaced by the null text, which is a column
+        anyway: the same set of columns as from the foreground pairs alone, without selecting them.
+        """
         fg = pred > 0
-        candidates, found = bank.candidates(subj[fg], obj[fg])
+        candidates, found = bank.candidates(subj, obj)
+        candidates = torch.where(fg[:, None], candidates, torch.full_like(candidates, bank.null_id))
+        found = found | ~fg
         targets = bank.target_ids(subj, pred, obj)
         rows = targets >= 0
         num_fg, missing = torch.stack([fg.sum(), (~found).sum()]).tolist()  # one device sync
         self.foreground += num_fg
+        # Only a foreground pair without candidates has no target: with none missing, every row takes part.
+        every_row = not missing
         if missing:
-            self._count_dropped(missing, subj[fg][~found], obj[fg][~found])
-        column_ids = torch.cat([candidates[found].flatten(), targets.new_tensor([bank.null_id])])
+            self._count_dropped(missing, subj[~found], obj[~found])
+            candidates = candidates[found]
+        column_ids = torch.cat([candidates.flatten(), torch.full((1,), bank.null_id, dtype=targets.dtype, device=targets.device)])
         # Columns and targets in one unique: each row's target becomes its column index.
-        column_ids, inverse = torch.unique(torch.cat([targets[rows], column_ids]), return_inverse=True)
-        return rows, inverse[:int(rows.sum())], column_ids
+        column_ids, inverse = torch.unique(torch.cat([targets if every_row else targets[rows], column_ids]),
+                                           return_inverse=True)
+        num_rows = len(targets) if every_row else int(rows.sum())
+        return rows, inverse[:num_rows], column_ids, every_row
 
     def _count_dropped(self, missing, subj, obj):
         self.dropped += missing
@@ -162,8 +180,8 @@ class PredicateMatchingLoss(nn.Module):
         Under ``torch.distributed`` (``gather_negatives``), the table is every process's: all rows,
         and the texts of them all (:mod:`.distributed`).
         """
-        rows, target, column_ids = self.table(subj, pred, obj, bank)
-        visual = F.normalize(self.head(relation[rows]), dim=-1)
+        rows, target, column_ids, every_row = self._table(subj, pred, obj, bank)
+        visual = F.normalize(self.head(relation if every_row else relation[rows]), dim=-1)
         gather = gathers(self.gather_negatives)
         if gather:
             counts = row_counts(visual.shape[0], visual.device)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributed import gather_rows, gathers, global_max, row_counts, tell_once_without_negatives
+from .transfer import check_values, to_device
 
 
 class StructuralProbe(nn.Module):
@@ -88,18 +89,23 @@ def batched_graph_distances(pairs_per_image, num_objs, max_distance):
             raise ValueError(f"relation pairs of image {index} must be an integer tensor (E, 2) of object "
                              f"indices, got dtype {p.dtype} shape {tuple(p.shape)}")
     num_images, n_max = len(num_objs), max(num_objs, default=0)
-    counts = torch.as_tensor(num_objs, dtype=torch.long, device=device)
+    # Counts copied without waiting for the device, sizes from Python ints (transfer.py).
+    counts = to_device(num_objs, device, torch.long)
     mask = torch.arange(n_max, device=device)[None] < counts[:, None]
 
     edges = torch.cat(pairs).to(device=device, dtype=torch.long) if pairs else torch.zeros(0, 2, dtype=torch.long)
+    edge_counts = [len(p) for p in pairs]
     image_of_edge = torch.repeat_interleave(torch.arange(num_images, device=device),
-                                            torch.as_tensor([len(p) for p in pairs], device=device))
+                                            to_device(edge_counts, device, torch.long), output_size=sum(edge_counts))
     out_of_range = (edges < 0) | (edges >= counts[image_of_edge][:, None])
-    if out_of_range.any():
+
+    def message():
         bad = out_of_range.any(1).nonzero()[0, 0]
         image = int(image_of_edge[bad])
-        raise ValueError(f"relation pair {edges[bad].tolist()} of image {image} refers to an object outside "
-                         f"0..{num_objs[image] - 1} (the image has {num_objs[image]} objects)")
+        return (f"relation pair {edges[bad].tolist()} of image {image} refers to an object outside "
+                f"0..{num_objs[image] - 1} (the image has {num_objs[image]} objects)")
+
+    check_values(out_of_range, message, "a relation pair refers to an object outside its image")
 
     adjacency = torch.zeros(num_images, n_max, n_max, dtype=torch.bool, device=device)
     adjacency[image_of_edge, edges[:, 0], edges[:, 1]] = True
@@ -303,8 +309,9 @@ class RelationshipProbeLoss(nn.Module):
 
 def pad_per_image(features, num_objs):
     """[Σ n_i, D] -> [B, n_max, D], zeros after each image's objects (one scatter, one gather back)."""
-    counts = torch.as_tensor(num_objs, dtype=torch.long, device=features.device)
-    image = torch.repeat_interleave(torch.arange(len(num_objs), device=features.device), counts)
+    counts = to_device(num_objs, features.device, torch.long)  # no sync (transfer.py)
+    image = torch.repeat_interleave(torch.arange(len(num_objs), device=features.device), counts,
+                                    output_size=features.shape[0])
     first_row = counts.cumsum(0) - counts
     position = torch.arange(features.shape[0], device=features.device) - first_row[image]
     padded = features.new_zeros(len(num_objs), max(num_objs), *features.shape[1:])
@@ -331,7 +338,8 @@ def graph_pairs_from_relation_maps(relation_maps):
 ROI_OPS = ("hflip", "rot90", "rot180", "rot270")
 
 
-def augment_rois(pooled, boxes, image_sizes, image_of_roi, generator=None, jitter=(0.8, 1.2), image_flip_prob=0.5):
+def augment_rois(pooled, boxes, image_sizes, image_of_roi, generator=None, jitter=(0.8, 1.2), image_flip_prob=0.5,
+                 num_images=None):
     """The second view of a batch of RoIs: the paper's RoI-level augmentations, vectorised.
 
     What is augmented where (SGB's predictor gets pooled feature *vectors*, fc7 of the box feature
@@ -354,7 +362,8 @@ def augment_rois(pooled, boxes, image_sizes, image_of_roi, generator=None, jitte
     Args:
         pooled: [N, C, h, w] pooled RoI maps (h == w, as RoIAlign's), or None for boxes only.
         boxes: [N, 4] xyxy boxes; image_sizes: [N, 2] (width, height) of each RoI's image;
-        image_of_roi: [N] image index of each RoI.
+        image_of_roi: [N] image index of each RoI; num_images: their number, when the caller knows it
+            (else read from ``image_of_roi``: a sync on a GPU).
     Returns a dict: pooled (or None), boxes, ops [N], scales [N, 2], image_flipped [N] bool.
     """
     if pooled is not None and (pooled.dim() != 4 or pooled.shape[-1] != pooled.shape[-2]):
@@ -364,10 +373,13 @@ def augment_rois(pooled, boxes, image_sizes, image_of_roi, generator=None, jitte
     if pooled is not None and pooled.shape[0] != num:
         raise ValueError(f"augment_rois: {pooled.shape[0]} pooled maps for {num} boxes")
     low, high = jitter
-    ops = torch.randint(len(ROI_OPS), (num,), generator=generator).to(device)
-    scales = (low + (high - low) * torch.rand(num, 2, generator=generator)).to(device=device, dtype=boxes.dtype)
-    num_images = int(image_of_roi.max()) + 1 if num else 0
-    image_flip = (torch.rand(num_images, generator=generator) < image_flip_prob).to(device)
+    # Drawn on the CPU (the generator's, and the same draws on any device), copied without a sync.
+    ops = torch.randint(len(ROI_OPS), (num,), generator=generator).to(device, non_blocking=True)
+    scales = (low + (high - low) * torch.rand(num, 2, generator=generator)).to(device=device, dtype=boxes.dtype,
+                                                                               non_blocking=True)
+    if num_images is None:
+        num_images = int(image_of_roi.max()) + 1 if num else 0
+    image_flip = (torch.rand(num_images, generator=generator) < image_flip_prob).to(device, non_blocking=True)
     flipped = image_flip[image_of_roi] if num else torch.zeros(0, dtype=torch.bool, device=device)
 
     width, height = image_sizes[:, 0].to(boxes.dtype), image_sizes[:, 1].to(boxes.dtype)

@@ -93,7 +93,9 @@ def negative_log_weights(similarity, inverse=None, synonym_threshold=0.7, min_si
     num_texts = similarity.shape[0]
     if inverse is None:
         inverse = torch.arange(num_texts, device=similarity.device)
-    counts = torch.bincount(inverse, minlength=num_texts).to(similarity.dtype)
+    # index_add, not bincount: bincount reads the largest row on the GPU (a sync); the counts are exact.
+    counts = torch.zeros(num_texts, dtype=torch.long, device=inverse.device).index_add_(
+        0, inverse, torch.ones_like(inverse)).to(similarity.dtype)
     member = ((similarity >= min_similarity) & (similarity <= synonym_threshold)).to(similarity.dtype)
     weights = member
     if weighted:
@@ -346,7 +348,11 @@ class RelationalContrastiveLoss(nn.Module):
         subj, pred, obj = subj[first], pred[first], obj[first]
         triplet_text, found = bank.triplets(subj, pred, obj)
         kept = found[inverse]
-        dropped = int((~kept).sum())
+        # One read for both counts (a GPU sync); when the bank holds every triplet, as it does for the
+        # training split it was built from, no mask is applied (masking with all True is the identity).
+        held, dropped = torch.stack([found.sum(), (~kept).sum()]).tolist()
+        if not dropped and held == len(found):
+            return foreground, inverse, (subj, pred, obj, triplet_text)
         if dropped:
             self.dropped_triplets += dropped
             if not self._warned_dropped:
@@ -412,7 +418,7 @@ class RelationalContrastiveLoss(nn.Module):
         self.last_kept_negatives = kept.detach()
         self.last_stats = {"rcl_kept_negatives": kept.detach(),
                            "rcl_kept_share": (kept / candidates).detach() if candidates > 0 else kept.detach() * 0,
-                           "rcl_relations": torch.tensor(float(relations), device=kept.device)}
+                           "rcl_relations": kept.new_full((), float(relations))}  # no host-to-device copy
 
     def forward(self, rel_feats, subj_feats, obj_feats, subj_labels, pred_labels, obj_labels, bank, rel_image=None,
                 subj_rows=None, obj_rows=None, rel_adapted=False):

@@ -33,6 +33,8 @@ import re
 
 import torch
 
+from ..regularizers.transfer import check_values
+
 from .clip_text import (
     LOCAL_DIR,
     SENTENCE_TRANSFORMERS,
@@ -108,10 +110,12 @@ class CandidateTextBank:
     def _check(self, labels, upper, what):
         if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise TypeError(f"{what} labels must be an integer tensor, got {labels.dtype}")
-        if labels.numel() and (labels.min() < 0 or labels.max() > upper):
-            raise ValueError(f"{what} labels must lie in [0, {upper}] (0 = background) for this candidate text "
-                             f"bank, got range [{int(labels.min())}, {int(labels.max())}]; were the embeddings "
-                             f"made for another dataset's class list?")
+        if labels.numel():  # on a GPU a queued check: reading the range would wait for it on every step
+            check_values((labels < 0) | (labels > upper), lambda: (
+                f"{what} labels must lie in [0, {upper}] (0 = background) for this candidate text "
+                f"bank, got range [{int(labels.min())}, {int(labels.max())}]; were the embeddings "
+                f"made for another dataset's class list?"),
+                f"{what} labels outside [0, {upper}] for this text bank")
         return labels.long().to(self.device)
 
     def pair_index(self, subj, obj):

@@ -42,6 +42,8 @@ import urllib.request
 
 import torch
 
+from ..regularizers.transfer import check_values
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_PROMPT = "a photo of a {subject} {predicate} {object}"
@@ -162,10 +164,12 @@ class TextEmbeddingBank:
     def _check(self, labels, upper, what):
         if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise TypeError(f"{what} labels must be an integer tensor, got {labels.dtype}")
-        if labels.numel() and (labels.min() < 0 or labels.max() > upper):
-            raise ValueError(f"{what} labels must lie in [0, {upper}] (0 = background) for this text "
-                             f"embedding bank, got range [{int(labels.min())}, {int(labels.max())}]; "
-                             f"were the embeddings made for another dataset's class list?")
+        if labels.numel():  # on a GPU a queued check: reading the range would wait for it on every step
+            check_values((labels < 0) | (labels > upper), lambda: (
+                f"{what} labels must lie in [0, {upper}] (0 = background) for this text "
+                f"embedding bank, got range [{int(labels.min())}, {int(labels.max())}]; "
+                f"were the embeddings made for another dataset's class list?"),
+                f"{what} labels outside [0, {upper}] for this text bank")
         return labels.long().to(self.device)
 
     def triplet_key(self, subj, pred, obj):

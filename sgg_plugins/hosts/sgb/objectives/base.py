@@ -6,6 +6,7 @@ host's own forward runs, then calls every enabled objective's ``losses(step)``. 
 call each other; what two of them could share (an extra pass) goes through ``step.shared``.
 """
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List
 
@@ -56,9 +57,8 @@ class Step:
     def pair_rows(self):
         """Global rows of every sampled pair's subject and object in the concatenated objects."""
         if "pair_rows" not in self.shared:
-            device = self.rel_pair_idxs[0].device
-            counts = torch.as_tensor(self.num_objs, device=device)
-            offsets = torch.cumsum(counts, 0) - counts
+            # Offsets as Python ints: a tensor of them would be copied to the device, a sync per step.
+            offsets = itertools.accumulate([0] + self.num_objs[:-1])
             pairs = torch.cat([p.long() + off for p, off in zip(self.rel_pair_idxs, offsets)], 0)
             self.shared["pair_rows"] = (pairs[:, 0], pairs[:, 1])
         return self.shared["pair_rows"]

@@ -26,6 +26,7 @@ import torch
 
 from ....regularizers.align import mask_elements
 from ....regularizers.probe import RelationshipProbeLoss, augment_rois, graph_pairs_from_relation_maps
+from ....regularizers.transfer import to_device
 from ...hooks import Tap, capture, map_floating, resolve
 from .base import SGBObjective, require
 
@@ -101,16 +102,19 @@ class ProbeObjective(SGBObjective):
         proposals = step.proposals
         device = step.roi_features.device
         boxes = torch.cat([p.bbox for p in proposals])
-        sizes = torch.tensor([p.size for p in proposals], dtype=boxes.dtype, device=device)
-        counts = torch.as_tensor(step.num_objs, device=device)
-        image_of_roi = torch.repeat_interleave(torch.arange(len(proposals), device=device), counts)
+        # Python values copied without waiting for the device; sizes known here, not read back (transfer.py).
+        sizes = to_device([p.size for p in proposals], device, boxes.dtype)
+        counts = to_device(step.num_objs, device, torch.long)
+        image_of_roi = torch.repeat_interleave(torch.arange(len(proposals), device=device), counts,
+                                               output_size=sum(step.num_objs))
         pooled, box_head = step.shared.get("sgb_pooled_rois"), step.shared.get("sgb_box_head")
         if pooled is None or box_head is None:
             self._once("pooled", "MODEL.PROBE VIEW augment: the relation head's pooled RoI maps are not available "
                                  "to the predictor; the view flips and jitters the boxes only (no RoI-map "
                                  "flips or rotations)")
             pooled = None
-        view = augment_rois(None if pooled is None else pooled.detach(), boxes, sizes[image_of_roi], image_of_roi)
+        view = augment_rois(None if pooled is None else pooled.detach(), boxes, sizes[image_of_roi], image_of_roi,
+                            num_images=len(proposals))
         features = step.roi_features.detach() if pooled is None else box_head(view["pooled"])
         if features.shape != step.roi_features.shape:  # e.g. ATTRIBUTE_ON appends attribute features
             raise ValueError(f"MODEL.PROBE VIEW augment: the box head gives {tuple(features.shape)} features for "

@@ -39,6 +39,7 @@ import torch
 
 from ....config import ConfigError
 from ....regularizers.rcl import ATTENTION_HEADS, RelationalContrastiveLoss, synonym_pairs
+from ....regularizers.transfer import to_device
 from ....text.clip_text import load_or_compute_bank
 from ....text.glove import GloveUnavailableError, glove_phrases
 from ...hooks import Tap, resolve
@@ -167,8 +168,9 @@ class RclObjective(SGBObjective):
         host-to-device copy on every forward for nothing)."""
         if self.cfg.ADAPTER != "attention" or pairs_per_image is None:
             return None
-        counts = torch.as_tensor(pairs_per_image, device=device)
-        return torch.repeat_interleave(torch.arange(len(counts), device=device), counts)
+        counts = to_device(pairs_per_image, device, torch.long)  # no sync: transfer.py
+        return torch.repeat_interleave(torch.arange(len(pairs_per_image), device=device), counts,
+                                       output_size=sum(pairs_per_image))
 
     def taps(self, predictor):
         spec = predictor.spec
