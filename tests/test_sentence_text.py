@@ -224,7 +224,8 @@ def test_clipmatch_refuses_a_sentence_encoder_with_one_line(tmp_path, monkeypatc
     with pytest.raises(ConfigError) as error:
         regularized_predictor_class(fake.MotifPredictor)(cfg, fake.IN_CHANNELS)
     message = str(error.value)
-    assert message.startswith("MODEL.CLIPMATCH: MODEL.CLIPMATCH.CLIP_MODEL") and "\n" not in message
+    # The key named once (the objective no longer puts "MODEL.CLIPMATCH: " before a line that names it).
+    assert message.startswith("MODEL.CLIPMATCH.CLIP_MODEL 'sentence-transformers:all-MiniLM-L6-v2': ") and "\n" not in message
     assert "only MODEL.RCL accepts sentence-transformers:" in message
 
 

@@ -1,6 +1,12 @@
 """SGB forks and custom predictors: a class registered under another name gets the objectives when
 its layout is a stock one's (by its base class or by MODEL.SGG_PLUGINS.PREDICTOR_LAYOUT), and a
-clear one-line error names what is missing when it is not."""
+clear one-line error names what is missing when it is not; a checkout of Maelic/SGG-Benchmark,
+which renamed the package, is named as not supported yet."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,3 +91,19 @@ def test_align_prefix_switches_alignment_on_and_unknown_names_get_a_suggestion()
         build("ForkMotifPredictr")
     with pytest.raises(ConfigError, match="'AlignFooPredictor' is not a registered predictor"):
         build("AlignFooPredictor")
+
+
+def test_sgg_benchmark_checkout_is_named_unsupported_in_one_line(tmp_path):
+    """Maelic/SGG-Benchmark's layout: package sgg_benchmark, the same tools/ scripts (issue 23)."""
+    checkout = tmp_path / "SGG-Benchmark"
+    (checkout / "sgg_benchmark").mkdir(parents=True)
+    (checkout / "tools").mkdir()
+    (checkout / "tools" / "relation_train_net.py").write_text("raise SystemExit('the host must not run')\n")
+    launcher = Path(__file__).resolve().parent.parent / "tools" / "relation_train_net.py"
+    env = {name: value for name, value in os.environ.items() if name != "SGB_ROOT"}
+    result = subprocess.run([sys.executable, str(launcher), "--host-root", str(checkout), "--config-file", "x.yaml"],
+                            capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", (
+        f"error: The SGB host from --host-root is unusable: {checkout} is Maelic/SGG-Benchmark (package "
+        "sgg_benchmark), which sgg-plugins does not support yet (issue 23): it runs Scene-Graph-Benchmark.pytorch "
+        "and forks that keep its maskrcnn_benchmark package and predictor registry.\n"))

@@ -4,8 +4,10 @@ splitting.
 
 A *shim* is a ``(name, needed, apply)`` triple: ``needed()`` says whether this environment lacks
 what the host expects, ``apply()`` provides it and may return a detail for the report. A shim is
-applied at most once per process and reported once on the ``sgg_plugins`` logger, so a run's log
-says exactly which incompatibilities were papered over.
+applied at most once per process and reported once on the ``sgg_plugins`` logger at DEBUG: a shim
+keeps the host's behaviour (it makes the host run here, or skips work nothing reads), so its line is
+for the curious; a replacement that changes what runs logs its own INFO line when it takes effect
+(the nccl process group made gloo, torchvision's ops for an unbuilt extension, apex's amp on torch.amp).
 """
 
 import importlib.abc
@@ -32,7 +34,7 @@ def apply_shims(shims, applied, what="compat", logger=None):
             continue
         detail = apply()
         applied.append(name)
-        logger.info("sgg-plugins %s: %s%s", what, name, f" ({detail})" if detail else "")
+        logger.debug("sgg-plugins %s: %s%s", what, name, f" ({detail})" if detail else "")
     return list(applied)
 
 
@@ -133,8 +135,21 @@ def set_up_launcher_logging():
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
+        logger.setLevel(logging.INFO if reporting_process() else logging.WARNING)
     keep_root_unconfigured()
+
+
+def reporting_process():
+    """Whether this process prints what stops a run: rank 0 under torchrun (``RANK``, else ``LOCAL_RANK``),
+    or the only process."""
+    return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"
+
+
+def stop_with(line):
+    """The ``SystemExit`` that stops a launcher on ``line`` (an error or its message): exit status 1 and
+    ``error: <line>`` on rank 0; the other processes, which meet the same error, exit 1 silently, so
+    that under torchrun the line is printed once, followed only by torchrun's own summary."""
+    return SystemExit(f"error: {line}" if reporting_process() else 1)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,6 +14,13 @@ HOW_TO_POINT = (
     "with --host-root PATH or by setting SGB_ROOT=PATH."
 )
 
+# Maelic/SGG-Benchmark, SGB's maintained successor, renamed the package and replaced the yacs config
+# and BoxLists the SGB adapter relies on: a checkout of it given as SGB's is named as such (issue 23).
+SGG_BENCHMARK_UNSUPPORTED = (
+    "{root} is Maelic/SGG-Benchmark (package sgg_benchmark), which sgg-plugins does not support yet (issue 23): "
+    "it runs Scene-Graph-Benchmark.pytorch and forks that keep its maskrcnn_benchmark package and predictor registry"
+)
+
 
 class HostNotFoundError(RuntimeError):
     """No usable SGB checkout was found; the message says where we looked and how to fix it."""
@@ -24,6 +31,8 @@ def host_problem(root):
     root = Path(root)
     if not root.is_dir():
         return f"{root} is not a directory"
+    if not (root / "maskrcnn_benchmark").exists() and (root / "sgg_benchmark").is_dir():
+        return SGG_BENCHMARK_UNSUPPORTED.format(root=root)
     missing = [name for name in ("maskrcnn_benchmark", "tools/relation_train_net.py") if not (root / name).exists()]
     if missing:
         return f"{root} has no {' and no '.join(missing)}"
@@ -57,5 +66,7 @@ def locate_host(host_root=None):
     root = root.expanduser().resolve()
     problem = host_problem(root)
     if problem:
-        raise HostNotFoundError(f"The SGB host from {source} is unusable: {problem}. " + HOW_TO_POINT)
+        # Pointing elsewhere is no way out for an unsupported host: its line says what is.
+        advice = "" if problem == SGG_BENCHMARK_UNSUPPORTED.format(root=root) else " " + HOW_TO_POINT
+        raise HostNotFoundError(f"The SGB host from {source} is unusable: {problem}.{advice}")
     return root

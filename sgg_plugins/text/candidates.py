@@ -43,6 +43,7 @@ from .clip_text import (
     default_cache_file,
     encode_texts,
     load_clip,
+    resolve_clip_weights,
     save_atomically,
     unfit_parts,
     weights_identity,
@@ -219,7 +220,7 @@ def _clipmatch_message(error):
 
 def load_or_compute_candidate_bank(obj_classes, pred_classes, class_pairs, model="ViT-B-32", pretrained="openai",
                                    prompt=DEFAULT_PROMPT, null_prompt=DEFAULT_NULL_PROMPT, cache_dir=None,
-                                   cache_path=None, device="cpu", batch_size=256):
+                                   cache_path=None, device="cpu", batch_size=256, dry_run=False):
     """The candidate text bank for these classes and class pairs, from the cache when it is current.
 
     Args:
@@ -231,6 +232,8 @@ def load_or_compute_candidate_bank(obj_classes, pred_classes, class_pairs, model
 
     The file is reused when it was made with the same model, weights, templates and class lists and
     holds every requested class pair; otherwise it is recomputed (needs CLIP) and overwritten.
+    ``dry_run`` (the launchers' preflight) computes nothing: the same checks and errors, and where the
+    bank would be computed, only a check that CLIP's weights can be had (no model built); None then.
 
     ``model`` must be OpenCLIP's: seed 003 matches relations in CLIP's text space, which CLIP trained
     to align with images; a sentence-transformers encoder (which ``MODEL.RCL`` accepts) was trained
@@ -257,14 +260,19 @@ def load_or_compute_candidate_bank(obj_classes, pred_classes, class_pairs, model
         changed, uncovered = unfit_parts(bank.meta.get("key", {}), key, "class_pairs_sha256", pair_keys,
                                          bank.pair_keys)
         if not changed and not uncovered:
-            logger.info("candidate text embeddings loaded from %s", cache_path)
+            if not dry_run:
+                logger.info("candidate text embeddings loaded from %s", cache_path)
             return bank
         what = (f"a different {', '.join(changed)}" if changed
                 else f"a class-pair set lacking {uncovered} requested ones")
         stale_reason = f"{cache_path} was made with {what}"
-        logger.warning("%s: recomputing the candidate text embeddings", stale_reason)
+        if not dry_run:
+            logger.warning("%s: recomputing the candidate text embeddings", stale_reason)
 
     try:
+        if dry_run:
+            resolve_clip_weights(model, pretrained)
+            return None
         bank = compute_candidate_bank(obj_classes, pred_classes, class_pairs, model, pretrained, prompt, null_prompt,
                                       device=device, batch_size=batch_size)
     except ImportError as error:  # no OpenCLIP

@@ -39,6 +39,7 @@ import re
 import threading
 import urllib.error
 import urllib.request
+import warnings
 
 import torch
 
@@ -233,6 +234,10 @@ class TextEmbeddingBank:
             raise ValueError(f"{path} is not a readable text embedding file ({type(error).__name__}: truncated, "
                              f"or not written by sgg-plugins); recreate it with "
                              f"`sgg-plugins embed ... --out {path}`.") from None
+        if isinstance(state, dict) and state.get("kind") is not None:  # only candidate files carry a kind
+            raise ValueError(f"{path} is a {state['kind']} file (from `sgg-plugins embed-candidates`, for "
+                             f"MODEL.CLIPMATCH), not an RCL text embedding file; make one with `sgg-plugins embed ... "
+                             f"--out {path}`.")
         if not isinstance(state, dict) or state.get("format") != CACHE_FORMAT:
             found = state.get("format") if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"{path} has text embedding format {found!r}, this version reads {CACHE_FORMAT}; "
@@ -369,7 +374,7 @@ def _describe_difference(part, stored, requested):
 
 def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", pretrained="openai",
                          prompt=DEFAULT_PROMPT, object_prompt=DEFAULT_OBJECT_PROMPT, cache_dir=None,
-                         cache_path=None, device="cpu", batch_size=256, user_file=False):
+                         cache_path=None, device="cpu", batch_size=256, user_file=False, dry_run=False):
     """The text embedding bank for these classes and triplets, from the cache when it is current.
 
     Args:
@@ -386,6 +391,9 @@ def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", 
             for other settings is an error naming it, the stored and the requested values and the
             way out (never recomputed over the user's file); a missing one is computed and written
             there when CLIP can run, else an error naming the file and the ways out.
+        dry_run: compute nothing (the launchers' preflight): the same checks and errors, and where the
+            bank would be computed, only a check that the text encoder can be had here (weights
+            resolved, no model built); returns None then, and logs nothing.
 
     The file is reused only when it was made with the same model, weights (tag, or a local
     checkpoint's content hash), templates and class lists, and holds every requested triplet (a
@@ -412,7 +420,8 @@ def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", 
         stored = bank.meta.get("key", {})
         changed, uncovered = unfit_parts(stored, key, "triplets_sha256", triplet_keys, bank.triplet_keys)
         if not changed and not uncovered:
-            logger.info("text embeddings loaded from %s", cache_path)
+            if not dry_run:
+                logger.info("text embeddings loaded from %s", cache_path)
             return bank
         if user_file:
             differences = [_describe_difference(part, stored.get(part), key[part]) for part in changed]
@@ -423,9 +432,13 @@ def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", 
                              f"{'; '.join(differences)}); {remake}, or set the MODEL.RCL keys to the stored values.")
         what = f"a different {', '.join(changed)}" if changed else f"a triplet set lacking {uncovered} requested ones"
         stale_reason = f"{cache_path} was made with {what}"
-        logger.warning("%s: recomputing the text embeddings", stale_reason)
+        if not dry_run:
+            logger.warning("%s: recomputing the text embeddings", stale_reason)
 
     try:
+        if dry_run:
+            resolve_text_encoder(model, pretrained)
+            return None
         bank = compute_bank(obj_classes, pred_classes, triplet_labels, model, pretrained, prompt, object_prompt,
                             device=device, batch_size=batch_size)
     except CLIPUnavailableError as error:
@@ -448,7 +461,11 @@ def load_or_compute_bank(obj_classes, pred_classes, triplets, model="ViT-B-32", 
 
 def _import_open_clip():
     try:
-        import open_clip
+        with warnings.catch_warnings():
+            # timm, under open_clip, imports wandb when installed, whose models warn through pydantic on import
+            # (4 lines of wandb's schema business before the one line a bad input gets).
+            warnings.filterwarnings("ignore", module=r"pydantic\.")
+            import open_clip
     except ImportError:
         raise ImportError("MODEL.RCL needs OpenCLIP to compute text embeddings: `pip install open_clip_torch "
                           "--no-deps && pip install ftfy regex huggingface_hub` (keeps your torch), or set "
@@ -622,6 +639,13 @@ def encode_sentences(encoder, texts, batch_size=256, desc="sentence-transformers
     """[len(texts), D] L2-normalised embeddings by a ``SentenceTransformer``, as :func:`encode_texts` gives CLIP's."""
     return _encode_in_batches(lambda batch: encoder.encode(batch, convert_to_tensor=True, show_progress_bar=False),
                               texts, batch_size, desc)
+
+
+def resolve_text_encoder(model, pretrained):
+    """Check that the text encoder ``model`` names can be had here, building nothing; raises what loading it would."""
+    if model.startswith(SENTENCE_TRANSFORMERS):
+        return resolve_sentence_transformer(model)
+    return resolve_clip_weights(model, pretrained)
 
 
 def embed_texts(model, pretrained, texts, device="cpu", batch_size=256):

@@ -326,6 +326,8 @@ def _gloo_without_cuda(original):
     def init_process_group(backend=None, *args, **kwargs):
         if str(backend).lower() == "nccl" and _called_from_host():
             backend = "gloo"  # NCCL only connects GPUs; gloo runs the same collectives on CPU tensors
+            logging.getLogger("sgg_plugins").info("sgg-plugins compat: distributed without a GPU: the host's nccl "
+                                                  "process group is gloo")
         return original(backend, *args, **kwargs)
 
     init_process_group.sgg_plugins_original = original

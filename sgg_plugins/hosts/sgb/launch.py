@@ -15,7 +15,8 @@ import sys
 
 from ...config import ConfigError
 from ...text.clip_text import CLIPUnavailableError
-from ..common import set_up_launcher_logging, split_options
+from ...logs import held_back
+from ..common import LOGGER_NAME, set_up_launcher_logging, split_options, stop_with
 from ..locate import HostNotFoundError
 from . import install
 from .nonfinite_loss import NonFiniteLossError
@@ -78,19 +79,20 @@ def run_host_script(name, argv):
             "(else $SGB_ROOT, else the importable maskrcnn_benchmark); the host's own options follow.\n"
         )
     set_up_launcher_logging()
-    try:
-        root = install(host_root, plugin=with_plugin)
-    except HostNotFoundError as error:
-        raise SystemExit(f"error: {error}") from None
-    seed_everything_from_environment()
-    script = root / "tools" / f"{name}.py"
-    if not script.is_file():
-        raise SystemExit(f"error: the SGB host at {root} has no tools/{name}.py; is it a Scene-Graph-Benchmark checkout?")
-    if not ("-h" in host_argv or "--help" in host_argv):
+    with held_back(LOGGER_NAME):  # bad input: its line alone, not the set-up lines before it
         try:
-            preflight(name, host_argv, world_size=int(os.environ.get("WORLD_SIZE", "1")), plugin=with_plugin)
-        except PreflightError as error:
-            raise SystemExit(f"error: {error}") from None
+            root = install(host_root, plugin=with_plugin)
+        except HostNotFoundError as error:
+            raise stop_with(error) from None
+        seed_everything_from_environment()
+        script = root / "tools" / f"{name}.py"
+        if not script.is_file():
+            raise stop_with(f"the SGB host at {root} has no tools/{name}.py; is it a Scene-Graph-Benchmark checkout?")
+        if not ("-h" in host_argv or "--help" in host_argv):
+            try:
+                preflight(name, host_argv, world_size=int(os.environ.get("WORLD_SIZE", "1")), plugin=with_plugin)
+            except PreflightError as error:
+                raise stop_with(error) from None
     if local_rank is not None:
         # First, because everything after the first positional belongs to the host's opts.
         host_argv = ["--local_rank", str(local_rank), *host_argv]
@@ -99,9 +101,9 @@ def run_host_script(name, argv):
     try:
         runpy.run_path(str(script), run_name="__main__")
     except USER_ERRORS as error:
-        raise SystemExit(f"error: {error}") from None
+        raise stop_with(error) from None
     except NonFiniteLossError as error:
         # Every process that sees it stops; rank 0 (which holds the loss averaged over all) says why.
-        raise SystemExit(f"error: {error}" if os.environ.get("RANK", "0") == "0" else 1) from None
+        raise stop_with(error) from None
     finally:
         sys.argv = saved_argv

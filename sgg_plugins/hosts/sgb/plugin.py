@@ -3,8 +3,9 @@
 ``register()`` runs once the host is importable (the launchers and the one-line patch call it
 through ``sgg_plugins.hosts.sgb.install``). It changes no host file:
 
-- adds ``MODEL.ALIGN``, ``MODEL.RCL`` and ``MODEL.PROBE`` to the host's global ``cfg``, so the keys
-  merge from YAML and opts and are saved in ``OUTPUT_DIR/config.yml``;
+- adds the objectives' nodes (``config.NODES``: ``MODEL.ALIGN``, ``RCL``, ``PROBE``, ``CLIPMATCH``,
+  ``MRC``) to the host's global ``cfg``, so the keys merge from YAML and opts and are saved in
+  ``OUTPUT_DIR/config.yml``;
 - validates those keys when the model is built, before anything is trained, by wrapping
   ``build_detection_model`` (the name the host's tools import);
 - replaces ``make_roi_relation_predictor`` (where the relation head calls it) with
@@ -23,7 +24,7 @@ through ``sgg_plugins.hosts.sgb.install``). It changes no host file:
 import functools
 import logging
 
-from ...config import add_sgg_plugins_config, validate_config
+from ...config import NODES, add_sgg_plugins_config, validate_config
 from .nonfinite_loss import install_nonfinite_loss_stop
 from .predictors import RegularizedPredictorMixin, make_predictor
 from .training_log import install_training_log
@@ -79,5 +80,5 @@ def register():
     install_training_log()
     install_nonfinite_loss_stop()
     _STATE["registered"] = True
-    logger.info("sgg-plugins: registered MODEL.ALIGN / MODEL.RCL / MODEL.PROBE for every relation predictor "
-                "with a stock SGB layout")
+    logger.info("sgg-plugins: registered %s for every relation predictor with a stock SGB layout",
+                " / ".join(f"MODEL.{name}" for name in NODES))

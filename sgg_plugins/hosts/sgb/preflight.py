@@ -8,7 +8,8 @@ processes; the checkpoint the script will load (``OUTPUT_DIR/last_checkpoint`` f
 host's checkpointer does) exists and is a complete PyTorch file; the test script's OUTPUT_DIR
 exists and it has something to test (a last_checkpoint or MODEL.WEIGHT, not a random model); every
 Visual Genome-format dataset the run reads passes ``sgg_plugins.data.vg_check``, every image
-decoded (on rank 0; decoded once per file version, see ``sgg_plugins.data.image_decode``).
+decoded (on rank 0; decoded once per file version, see ``sgg_plugins.data.image_decode``); the
+text banks of MODEL.RCL and MODEL.CLIPMATCH load, or their text encoder can be had (``text_banks``).
 Each failure raises :class:`PreflightError` with the line the user sees. Nothing is built, so the
 checks take seconds (plus the first decode of images never seen), and they run before the host
 prints its configuration.
@@ -24,6 +25,7 @@ from ...config import NODES, ConfigError, validate_config
 from ...data.vg_check import check_vg_dataset, first_failure
 from .catalog import PreflightError, catalog_datasets
 from .predictors import registered_predictor
+from .text_banks import check_text_banks
 
 TYPE_MISMATCH = re.compile(r"Type mismatch \((.+?) vs\. (.+?)\) with values \((.*) vs\. (.*)\) for config key: (\S+)")
 PLUGIN_NODES = tuple(f"MODEL.{name}." for name in NODES)
@@ -221,4 +223,6 @@ def preflight(script, host_argv, world_size=1, plugin=True):
         # ends them when it stops.
         decode = os.environ.get("RANK", "0") == "0"
         check_datasets(cfg, dataset_names(cfg, script, args.skip_test), read_images=decode)
+        if plugin:
+            check_text_banks(cfg)
     return cfg

@@ -28,6 +28,7 @@ from ....text.candidates import load_or_compute_candidate_bank
 from ...hooks import Tap, resolve
 from .base import SGBObjective, require, text_encoder_device
 from ..catalog import training_text_sources
+from ..text_banks import candidate_bank_arguments, text_bank_error_line
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +47,12 @@ class ClipMatchObjective(SGBObjective):
         obj_classes, pred_classes, triplets = candidate_sources(config)
         try:
             self.text_bank = load_or_compute_candidate_bank(
-                obj_classes, pred_classes, triplets[:, [0, 2]], model=cfg.CLIP_MODEL,
-                pretrained=cfg.CLIP_PRETRAINED, prompt=cfg.PROMPT, null_prompt=cfg.NULL_PROMPT,
-                cache_path=cfg.TEXT_EMBEDDINGS or None, device=text_encoder_device(config))
+                obj_classes, pred_classes, triplets[:, [0, 2]], device=text_encoder_device(config),
+                **candidate_bank_arguments(cfg))
         except (ValueError, FileNotFoundError, ImportError) as error:
             # An unreadable or foreign TEXT_EMBEDDINGS file, or no OpenCLIP to compute one: one line
-            # before training (the launcher prints ConfigError so), not a traceback.
-            raise ConfigError(f"MODEL.CLIPMATCH: {error}") from None
+            # (the launchers' preflight finds these before the host starts; this is for other callers).
+            raise ConfigError(text_bank_error_line(self.node, error)) from None
         # The bank holds every requested class pair (load_or_compute_candidate_bank recomputes a file
         # that lacks one); counted here from the bank itself, so the log states what it holds.
         _, found = self.text_bank.pair_index(triplets[:, 0], triplets[:, 2])
