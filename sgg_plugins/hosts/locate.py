@@ -1,14 +1,32 @@
-"""Find the user's Scene-Graph-Benchmark checkout (the "SGB host").
+"""Find the user's checkout of a host codebase, never vendored.
 
-The host is never vendored: it is the user's own clone, found from, in order,
-an explicit path (``--host-root``), the ``SGB_ROOT`` environment variable, or an
-importable ``maskrcnn_benchmark`` package (``setup.py develop`` installs point at the clone).
+Each host is found from, in order, an explicit path (``--host-root``), its environment variable,
+or its importable package (``setup.py develop`` / ``pip install -e`` installs point at the clone).
+A :class:`HostLayout` says what a checkout of that host must hold; ``SGB`` is
+Scene-Graph-Benchmark.pytorch (``locate_host`` finds it), other hosts declare theirs.
 """
 
 import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Tuple
 
+
+@dataclass(frozen=True)
+class HostLayout:
+    name: str  # as the messages name the host
+    variable: str  # the environment variable holding the checkout's path
+    package: str  # the importable package at the checkout's top level
+    required: Tuple[str, ...]  # paths a checkout holds, relative to its root
+
+    @property
+    def how_to_point(self):
+        return (f"Point sgg-plugins at an {self.name} checkout (the directory holding {' and '.join(self.required)}) "
+                f"with --host-root PATH or by setting {self.variable}=PATH.")
+
+
+SGB = HostLayout("SGB", "SGB_ROOT", "maskrcnn_benchmark", ("maskrcnn_benchmark", "tools/relation_train_net.py"))
 HOW_TO_POINT = (
     "Point sgg-plugins at an SGB checkout (the directory holding maskrcnn_benchmark/ and tools/) "
     "with --host-root PATH or by setting SGB_ROOT=PATH."
@@ -23,28 +41,52 @@ SGG_BENCHMARK_UNSUPPORTED = (
 
 
 class HostNotFoundError(RuntimeError):
-    """No usable SGB checkout was found; the message says where we looked and how to fix it."""
+    """No usable checkout was found; the message says where we looked and how to fix it."""
 
 
-def host_problem(root):
-    """What is wrong with ``root`` as an SGB checkout, or None when it looks like one."""
+def host_problem(root, layout=SGB):
+    """What is wrong with ``root`` as a checkout of ``layout``'s host, or None when it looks like one."""
     root = Path(root)
     if not root.is_dir():
         return f"{root} is not a directory"
-    if not (root / "maskrcnn_benchmark").exists() and (root / "sgg_benchmark").is_dir():
+    if layout is SGB and not (root / SGB.package).exists() and (root / "sgg_benchmark").is_dir():
         return SGG_BENCHMARK_UNSUPPORTED.format(root=root)
-    missing = [name for name in ("maskrcnn_benchmark", "tools/relation_train_net.py") if not (root / name).exists()]
+    missing = [name for name in layout.required if not (root / name).exists()]
     if missing:
         return f"{root} has no {' and no '.join(missing)}"
     return None
 
 
-def _importable_host_root():
-    """Parent directory of an importable ``maskrcnn_benchmark`` package, or None."""
-    spec = importlib.util.find_spec("maskrcnn_benchmark")
+def _importable_host_root(package="maskrcnn_benchmark"):
+    """Parent directory of an importable ``package``, found without importing it, or None."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations))).resolve().parent
+
+
+def locate_checkout(layout, host_root=None, how_to_point=None):
+    """Absolute path of ``layout``'s checkout, from ``host_root``, else its environment variable, else
+    the import path. Raises HostNotFoundError naming the source that was tried and what is wrong."""
+    how_to_point = how_to_point or layout.how_to_point
+    if host_root:
+        source, root = "--host-root", Path(host_root)
+    elif os.environ.get(layout.variable):
+        source, root = layout.variable, Path(os.environ[layout.variable])
+    else:
+        source, root = f"the importable {layout.package} package", _importable_host_root(layout.package)
+        if root is None:
+            raise HostNotFoundError(
+                f"No {layout.name} host given: no --host-root, {layout.variable} is unset and {layout.package} "
+                "is not importable. " + how_to_point
+            )
+    root = root.expanduser().resolve()
+    problem = host_problem(root, layout)
+    if problem:
+        # Pointing elsewhere is no way out for an unsupported host: its line says what is.
+        advice = "" if problem == SGG_BENCHMARK_UNSUPPORTED.format(root=root) else " " + how_to_point
+        raise HostNotFoundError(f"The {layout.name} host from {source} is unusable: {problem}.{advice}")
+    return root
 
 
 def locate_host(host_root=None):
@@ -52,21 +94,4 @@ def locate_host(host_root=None):
 
     Raises HostNotFoundError naming the source that was tried and what is wrong with it.
     """
-    if host_root:
-        source, root = "--host-root", Path(host_root)
-    elif os.environ.get("SGB_ROOT"):
-        source, root = "SGB_ROOT", Path(os.environ["SGB_ROOT"])
-    else:
-        source, root = "the importable maskrcnn_benchmark package", _importable_host_root()
-        if root is None:
-            raise HostNotFoundError(
-                "No SGB host given: no --host-root, SGB_ROOT is unset and maskrcnn_benchmark is not importable. "
-                + HOW_TO_POINT
-            )
-    root = root.expanduser().resolve()
-    problem = host_problem(root)
-    if problem:
-        # Pointing elsewhere is no way out for an unsupported host: its line says what is.
-        advice = "" if problem == SGG_BENCHMARK_UNSUPPORTED.format(root=root) else " " + HOW_TO_POINT
-        raise HostNotFoundError(f"The SGB host from {source} is unusable: {problem}.{advice}")
-    return root
+    return locate_checkout(SGB, host_root, HOW_TO_POINT)

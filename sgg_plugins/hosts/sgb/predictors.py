@@ -32,12 +32,16 @@ class RegularizedPredictorMixin:
     """Mixed in front of a host predictor class; see the module docstring."""
 
     spec = None  # set by regularized_predictor_class
+    # What an objective reads a training step through; a host whose proposals are not BoxLists
+    # (SGG-Benchmark's dicts) supplies a subclass.
+    step_class = Step
 
     def __init__(self, config, in_channels):
         super().__init__(config, in_channels)
         self.sgg_plugins = nn.ModuleDict()
         for node, objective in OBJECTIVES.items():
-            if config.MODEL[node].ENABLED:
+            # getattr, not [node]: SGG-Benchmark's yacs-style config wrapper has attributes only.
+            if getattr(config.MODEL, node).ENABLED:
                 self.sgg_plugins[node.lower()] = objective(self, config)
         # Once the host's modules exist: where dropout may happen, so that an objective can ask
         # whether dropout ran in the part of the predictor it reruns.
@@ -91,7 +95,7 @@ class RegularizedPredictorMixin:
                 dropout_calls(self._dropout_sites) as dropped:
             obj_dists, rel_dists, add_losses = super().forward(proposals, rel_pair_idxs, rel_labels, rel_binarys,
                                                                roi_features, union_features, logger)
-        step = Step(predictor=self, spec=self.spec, proposals=proposals, rel_pair_idxs=rel_pair_idxs,
+        step = self.step_class(predictor=self, spec=self.spec, proposals=proposals, rel_pair_idxs=rel_pair_idxs,
                     rel_labels=rel_labels, rel_binarys=rel_binarys, roi_features=roi_features,
                     union_features=union_features, logger=logger, clean=clean,
                     rel_logits=torch.cat(rel_dists, 0),
