@@ -33,10 +33,12 @@ HOW_TO_POINT = (
 )
 
 # Maelic/SGG-Benchmark, SGB's maintained successor, renamed the package and replaced the yacs config
-# and BoxLists the SGB adapter relies on: a checkout of it given as SGB's is named as such (issue 23).
+# and BoxLists the SGB adapter relies on: a checkout of it given to the SGB launchers is sent to its own.
 SGG_BENCHMARK_UNSUPPORTED = (
-    "{root} is Maelic/SGG-Benchmark (package sgg_benchmark), which sgg-plugins does not support yet (issue 23): "
-    "it runs Scene-Graph-Benchmark.pytorch and forks that keep its maskrcnn_benchmark package and predictor registry"
+    "{root} is Maelic/SGG-Benchmark (package sgg_benchmark), a host of its own: run it with "
+    "tools/sgg_benchmark_train_net.py (docs/sgg_benchmark.md; so far model.align on its MotifPredictor, issue 23); "
+    "the SGB launchers run Scene-Graph-Benchmark.pytorch and forks that keep its maskrcnn_benchmark package and "
+    "predictor registry"
 )
 
 
