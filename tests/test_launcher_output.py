@@ -98,3 +98,16 @@ def test_set_up_lines_at_info_are_the_ones_that_change_what_runs(synthetic_vg, t
     # replacement of the host's computation at set-up.
     assert not [line for line in info if re.match(r"sgg-plugins (compat|speed):", line)]
     assert all("is not built; using torchvision" in line or "lacks" in line for line in info[:-1]), info
+
+
+@pytest.mark.skipif(not os.environ.get("SGTR_ROOT"), reason="needs an SGTR checkout: set SGTR_ROOT")
+def test_sgtr_bad_input_prints_no_set_up_line_before_its_line(tmp_path):
+    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools", "sgtr_train_net.py")
+    result = subprocess.run([sys.executable, script, *TYPO], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert (result.returncode, result.stdout) == (1, "")
+    lines = result.stderr.splitlines()
+    assert lines[-1] == ("error: MODEL.ALIGN.ENABLD is not a key of this experiment's config: check its spelling "
+                         "against the experiment's config file")
+    # What may come before it is the host's own import-time warnings (torch.jit.script's deprecation), never ours.
+    assert not [line for line in lines if "sgg_plugins" in line or "sgg-plugins" in line]

@@ -32,7 +32,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..common import set_up_launcher_logging, split_options
+from ...logs import held_back
+from ..common import LOGGER_NAME, set_up_launcher_logging, split_options
 
 SETTINGS_VARIABLE = "SGG_PLUGINS_SGTR_LAUNCH"
 DEFAULT_EXPERIMENT = "playground/sgg/detr.res101.c5.one_stage_rel_tfmer"
@@ -255,14 +256,15 @@ def run_host_script(name, argv, namespace):
               f"--experiment DIR (default {DEFAULT_EXPERIMENT}), --config FILE, --vg-dir DIR, --without-plugin; "
               f"added for the host: {' '.join(FORCED_HOST_FLAGS)}. The host's own options follow.\n")
     set_up_launcher_logging()
-    try:
-        settings = resolve_settings(name, values)
-        apply_environment(settings)
-        if settings["vg_dir"]:
-            host_argv = with_class_counts(host_argv, settings["vg_dir"])
-        script = prepare(settings, host_argv)
-    except (HostNotFoundError, LaunchError, ConfigError) as error:
-        raise SystemExit(f"error: {error}") from None
+    with held_back(LOGGER_NAME):  # bad input: its line alone, not the set-up lines before it
+        try:
+            settings = resolve_settings(name, values)
+            apply_environment(settings)
+            if settings["vg_dir"]:
+                host_argv = with_class_counts(host_argv, settings["vg_dir"])
+            script = prepare(settings, host_argv)
+        except (HostNotFoundError, LaunchError, ConfigError) as error:
+            raise SystemExit(f"error: {error}") from None
     saved_argv = sys.argv
     sys.argv = [script, *host_argv]
     try:
