@@ -44,6 +44,7 @@ from ....text.clip_text import load_or_compute_bank
 from ....text.glove import GloveUnavailableError, glove_phrases
 from ...hooks import Tap, resolve
 from ..catalog import training_text_sources
+from ..text_banks import TEXT_BANK_ERRORS, rcl_bank_arguments, text_bank_error_line
 from .base import SGBObjective, require, text_encoder_device
 
 logger = logging.getLogger(__name__)
@@ -70,16 +71,13 @@ class RclObjective(SGBObjective):
                 self.node)
         try:
             obj_classes, pred_classes, triplets = training_text_sources(config)
-            self.text_bank = load_or_compute_bank(
-                obj_classes, pred_classes, triplets, model=cfg.CLIP_MODEL,
-                pretrained=cfg.CLIP_PRETRAINED, prompt=cfg.PROMPT, object_prompt=cfg.OBJECT_PROMPT,
-                cache_path=cfg.TEXT_EMBEDDINGS or None, user_file=bool(cfg.TEXT_EMBEDDINGS),
-                device=text_encoder_device(config))
-        except (ValueError, FileNotFoundError, ImportError) as error:
+            self.text_bank = load_or_compute_bank(obj_classes, pred_classes, triplets, **rcl_bank_arguments(cfg),
+                                                  device=text_encoder_device(config))
+        except TEXT_BANK_ERRORS as error:
             # A missing, foreign or unreadable TEXT_EMBEDDINGS file, or no OpenCLIP / sentence-transformers
             # to compute one: one line before training (the launcher prints ConfigError so), not a traceback.
-            message = str(error)
-            raise ConfigError(message if message.startswith(("MODEL.RCL ", "MODEL.RCL:")) else f"MODEL.RCL: {message}") from None
+            # The launchers' preflight makes the same call first (text_banks.check_text_banks).
+            raise ConfigError(text_bank_error_line(self.node, error)) from None
         if cfg.SAMPLING_EMBEDDINGS == "glove":
             try:
                 self.text_bank.use_sampling_embeddings(glove_phrases(
