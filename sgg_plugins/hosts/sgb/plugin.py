@@ -18,15 +18,19 @@ through ``sgg_plugins.hosts.sgb.install``). It changes no host file:
 - prints the host's training meters every ``MODEL.SGG_PLUGINS.LOG_PERIOD`` iterations as well
   (``training_log``);
 - stops training at a non-finite loss, before that iteration's update and checkpoint
-  (``nonfinite_loss``).
+  (``nonfinite_loss``);
+- saves beside each checkpoint what a resumed run needs to go on exactly (``resume_state``), and
+  stops in one line when a checkpoint cannot be written (``checkpoint_writes``).
 """
 
 import functools
 import logging
 
 from ...config import NODES, add_sgg_plugins_config, validate_config
+from .checkpoint_writes import install_checkpoint_write_checks
 from .nonfinite_loss import install_nonfinite_loss_stop
 from .predictors import RegularizedPredictorMixin, make_predictor
+from .resume_state import install_resume_state
 from .training_log import install_training_log
 
 logger = logging.getLogger("sgg_plugins")
@@ -79,6 +83,8 @@ def register():
     relation_head.ROIRelationHead.forward = _with_head_inputs(relation_head.ROIRelationHead.forward)
     install_training_log()
     install_nonfinite_loss_stop()
+    install_resume_state()
+    install_checkpoint_write_checks()  # after resume_state: its wrapper of Checkpointer.save goes outside
     _STATE["registered"] = True
     logger.info("sgg-plugins: registered %s for every relation predictor with a stock SGB layout",
                 " / ".join(f"MODEL.{name}" for name in NODES))
