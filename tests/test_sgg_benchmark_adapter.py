@@ -88,6 +88,34 @@ def test_launcher_upserts_the_objectives_overrides_only():
     assert host_arguments(argv, plugin=False) == argv  # the vanilla host gets the command line as typed
 
 
+@dataclasses.dataclass
+class HostRootConfig:  # the host's root schema: its model node and a top-level key
+    model: HostModelConfig = dataclasses.field(default_factory=HostModelConfig)
+    output_dir: str = ""
+
+
+def test_saved_run_configs_load_into_the_vanilla_schema_and_record_the_objectives(tmp_path):
+    from sgg_plugins.hosts.sgg_benchmark.run_files import OBJECTIVES_FILE, _saving_in_the_vanilla_schema
+
+    OmegaConf = omegaconf().OmegaConf
+    plugged = OmegaConf.structured(extended_dataclass(
+        HostRootConfig, {"model": extended_dataclass(HostModelConfig, objective_dataclasses())}))
+    plugged = OmegaConf.merge(plugged, {"model": {"device": "cpu", "align": {"enabled": True}}})
+    save = _saving_in_the_vanilla_schema(OmegaConf.save)
+    save(plugged, tmp_path / "hydra_config.yaml")
+    with open(tmp_path / "config.yml", "w") as f:  # the host's save_config passes a file object
+        save(plugged, f)
+    vanilla = OmegaConf.structured(HostRootConfig)
+    for name in ("hydra_config.yaml", "config.yml"):
+        loaded = OmegaConf.merge(vanilla, OmegaConf.load(tmp_path / name))  # what the vanilla host does
+        assert loaded.model.device == "cpu" and "align" not in loaded.model
+    recorded = OmegaConf.load(tmp_path / OBJECTIVES_FILE)
+    assert recorded.model.align.enabled is True and set(recorded.model) == {n.lower() for n in NODES}
+    assert plugged.model.align.enabled  # the run's own config keeps its nodes
+    save(vanilla, tmp_path / "plain.yaml")  # a config without the nodes is saved as it is
+    assert OmegaConf.load(tmp_path / "plain.yaml") == vanilla
+
+
 def make_fake_checkout(root):
     for path in ("sgg_benchmark/config/hydra_config.py", "tools/relation_train_net_hydra.py"):
         (root / path).parent.mkdir(parents=True, exist_ok=True)

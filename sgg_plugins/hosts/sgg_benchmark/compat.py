@@ -3,8 +3,9 @@ without network access, with no host file edited. Each is applied once, only whe
 reported once on the ``sgg_plugins`` logger (``common.apply_shims``):
 
 - ``model.device cpu``: the host's configs say ``device: "cuda"`` and its schema defaults to it;
-  without a GPU, ``get_cfg`` (which every host script calls on the composed config) returns the
-  config with ``model.device`` set to ``cpu``, with a warning.
+  without a GPU, ``get_cfg`` (which the training script calls on the composed config) and
+  ``load_config_from_file`` (which its test script ``relation_eval_hydra.py`` calls on a run's saved
+  config) return the config with ``model.device`` set to ``cpu``, with a warning.
 - ``CUDA timing events``: the host's evaluation loop (``engine/inference.py``,
   ``compute_on_dataset``) times every batch with ``torch.cuda.Event`` and ``torch.cuda.synchronize``,
   which fail without an NVIDIA driver (``Found no NVIDIA driver``) even on a CPU model. While that
@@ -101,22 +102,26 @@ def cpu_when_no_gpu(cfg):
     return cfg
 
 
-def _falling_back_to_cpu(get_cfg):
-    @functools.wraps(get_cfg)
-    def get_cfg_on_this_machine(hydra_cfg=None):
-        return cpu_when_no_gpu(get_cfg(hydra_cfg))
+def _falling_back_to_cpu(load_config):
+    @functools.wraps(load_config)
+    def load_config_on_this_machine(*args, **kwargs):
+        return cpu_when_no_gpu(load_config(*args, **kwargs))
 
-    get_cfg_on_this_machine.sgg_plugins_original = get_cfg
-    return get_cfg_on_this_machine
+    load_config_on_this_machine.sgg_plugins_original = load_config
+    return load_config_on_this_machine
 
 
 def install_device_fallback():
     import sgg_benchmark.config as config_package
     from sgg_benchmark.config import hydra_config
 
-    if not hasattr(hydra_config.get_cfg, "sgg_plugins_original"):
-        # The package re-exports it: tools/evaluate.py imports it from there.
-        hydra_config.get_cfg = config_package.get_cfg = _falling_back_to_cpu(hydra_config.get_cfg)
+    for name in ("get_cfg", "load_config_from_file"):
+        if not hasattr(getattr(hydra_config, name), "sgg_plugins_original"):
+            wrapped = _falling_back_to_cpu(getattr(hydra_config, name))
+            setattr(hydra_config, name, wrapped)
+            # The package re-exports both: tools/evaluate.py imports them from there.
+            if hasattr(config_package, name):
+                setattr(config_package, name, wrapped)
 
 
 def _detections_or_targets(postprocess, targets):

@@ -1,5 +1,6 @@
-"""Run Maelic/SGG-Benchmark's own, unmodified ``tools/relation_train_net_hydra.py`` with sgg-plugins
-installed first.
+"""Run Maelic/SGG-Benchmark's own, unmodified ``tools/relation_train_net_hydra.py`` (training, and
+evaluation with ``--eval-only``) or ``tools/relation_eval_hydra.py`` (evaluation of a run directory)
+with sgg-plugins installed first.
 
 The command line is the host script's own: its options (``--config-path``, ``--config-name``,
 ``--task``, ``--eval-only``, ``--checkpoint``, ``--skip-test``, ...) and Hydra overrides
@@ -24,7 +25,7 @@ from ..locate import HostNotFoundError
 
 LAUNCHER_OPTIONS = ("--host-root",)
 LAUNCHER_FLAGS = ("--without-plugin",)
-HOST_SCRIPTS = {"train": "relation_train_net_hydra"}
+HOST_SCRIPTS = {"train": "relation_train_net_hydra", "test": "relation_eval_hydra"}
 _OBJECTIVE_OVERRIDE = re.compile(r"^model\.(?:%s)\.[a-z_]+=" % "|".join(name.lower() for name in NODES))
 
 

@@ -7,7 +7,8 @@ registry, at run time. ``register()`` changes no host file:
   by a subclass whose ``model`` also holds one node per objective (``model.align``, ``model.rcl``,
   ``model.probe``, ``model.clipmatch``, ``model.mrc``), lowercase, converted from
   ``sgg_plugins.config.NODES`` (``structured_config``): the keys merge from YAML and overrides with
-  OmegaConf's type checks and are saved with the run's ``config.yml`` / ``hydra_config.yaml``;
+  OmegaConf's type checks; the run's ``config.yml`` / ``hydra_config.yaml`` are written without
+  them, so that the vanilla host reads them, and they go to ``sgg_plugins.yaml`` (``run_files``);
 - validation: ``get_cfg`` also runs the objectives' validators on the merged config and checks that
   what is enabled is attached on this host (``SUPPORTED``), so a bad value stops the run with one
   line before any data is loaded;
@@ -147,8 +148,11 @@ def register():
 
     import sgg_benchmark.config as config_package
 
+    from .run_files import install_vanilla_config_files
+
     predictors = registry.ROI_RELATION_PREDICTOR
     add_objective_nodes(hydra_config)
+    install_vanilla_config_files()
     hydra_config.get_cfg = config_package.get_cfg = _with_objectives(hydra_config.get_cfg, predictors)
 
     def make_roi_relation_predictor(cfg, in_channels):
