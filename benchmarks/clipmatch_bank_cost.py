@@ -13,7 +13,7 @@ import time
 import torch
 
 from sgg_plugins.text.candidates import candidate_texts
-from sgg_plugins.text.clip_text import encode_texts
+from sgg_plugins.text.encoders import encode_texts
 
 
 def main():

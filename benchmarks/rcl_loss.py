@@ -19,7 +19,7 @@ from timing import median_ms
 import torch.nn.functional as F
 
 from sgg_plugins.regularizers.rcl import ADAPTERS, LEVELS, RelationalContrastiveLoss
-from sgg_plugins.text.clip_text import TextEmbeddingBank
+from sgg_plugins.text.bank import TextEmbeddingBank
 
 NUM_OBJ, NUM_PRED = 150, 50
 

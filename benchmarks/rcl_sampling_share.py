@@ -76,7 +76,8 @@ def sentence_encoder(folder):
 
 
 def clip_encoder(model, pretrained):
-    from sgg_plugins.text.clip_text import encode_texts, load_clip
+    from sgg_plugins.text.clip_encoder import load_clip
+    from sgg_plugins.text.encoders import encode_texts
 
     clip, tokenizer = load_clip(model, pretrained)
     return string_encoder(lambda phrases: list(encode_texts(clip, tokenizer, phrases, desc="CLIP phrases")))

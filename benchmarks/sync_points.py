@@ -277,7 +277,7 @@ def fake_text_banks():
     import torch.nn.functional as F
     from sgg_plugins.hosts.sgb.objectives import clipmatch, rcl
     from sgg_plugins.text.candidates import CandidateTextBank
-    from sgg_plugins.text.clip_text import TextEmbeddingBank
+    from sgg_plugins.text.bank import TextEmbeddingBank
     from sgg_plugins.text.glove import WordVectorPhrases
 
     obj = [f"o{i}" for i in range(fake.NUM_OBJ_CLASSES)]

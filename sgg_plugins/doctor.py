@@ -137,8 +137,9 @@ def check_rcl_text(cfg):
             return Finding(FAIL, "RCL text embeddings", f"MODEL.RCL.TEXT_EMBEDDINGS {rcl.TEXT_EMBEDDINGS} {problem}: "
                                                         "make it with `sgg-plugins embed`")
         return Finding(OK, "RCL text embeddings", rcl.TEXT_EMBEDDINGS)
-    from .text.clip_text import (SENTENCE_TRANSFORMERS, CLIPUnavailableError, resolve_clip_weights,
-                                 resolve_sentence_transformer)
+    from .text.clip_encoder import resolve_clip_weights
+    from .text.sentence_encoder import resolve_sentence_transformer
+    from .text.weights import SENTENCE_TRANSFORMERS, CLIPUnavailableError
 
     if rcl.CLIP_MODEL.startswith(SENTENCE_TRANSFORMERS):
         try:

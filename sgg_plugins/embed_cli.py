@@ -1,6 +1,6 @@
 """``sgg-plugins embed``'s command line: the options, documented, without importing torch or a text encoder.
 
-The embedding itself is ``sgg_plugins.text.clip_text.run``, imported only when the command runs, so
+The embedding itself is ``sgg_plugins.text.embed_command.run``, imported only when the command runs, so
 ``sgg-plugins embed --help`` answers at once.
 """
 
@@ -38,7 +38,7 @@ def add_arguments(parser):
 def run(args):
     import torch
 
-    from .text.clip_text import run as embed
+    from .text.embed_command import run as embed
 
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -15,9 +15,11 @@ open_clip = pytest.importorskip("open_clip")
 
 from conftest import TINY_CLIP_CFG, random_open_clip  # noqa: E402
 from sgg_plugins import cli  # noqa: E402
-from sgg_plugins.text import clip_text  # noqa: E402
-from sgg_plugins.text.clip_text import (CLIPUnavailableError, TextEmbeddingBank, load_clip,  # noqa: E402
-                                        load_or_compute_bank, resolve_clip_weights)
+from sgg_plugins.text import bank_builder, vg_files, weights  # noqa: E402
+from sgg_plugins.text.bank import TextEmbeddingBank  # noqa: E402
+from sgg_plugins.text.bank_builder import load_or_compute_bank  # noqa: E402
+from sgg_plugins.text.clip_encoder import load_clip, resolve_clip_weights  # noqa: E402
+from sgg_plugins.text.weights import CLIPUnavailableError  # noqa: E402
 
 OBJ = ["__background__", "man", "horse", "shirt"]
 PRED = ["__background__", "riding", "wearing"]
@@ -35,13 +37,13 @@ def tiny(tmp_path_factory):
 @pytest.fixture
 def count_computations(monkeypatch):
     calls = []
-    original = clip_text.compute_bank
+    original = bank_builder.compute_bank
 
     def counting(*args, **kwargs):
         calls.append(args)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(clip_text, "compute_bank", counting)
+    monkeypatch.setattr(bank_builder, "compute_bank", counting)
     return calls
 
 
@@ -156,8 +158,8 @@ def test_unreachable_hub_fails_within_the_probe_timeout(empty_hub_cache, monkeyp
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
-    monkeypatch.setattr(clip_text, "HUB_PROBE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
-    monkeypatch.setattr(clip_text, "HUB_PROBE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(weights, "HUB_PROBE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setattr(weights, "HUB_PROBE_TIMEOUT_S", 0.5)
     try:
         start = time.monotonic()
         with pytest.raises(CLIPUnavailableError) as error:
@@ -173,7 +175,7 @@ def test_refused_connection_fails_at_once(empty_hub_cache, monkeypatch):
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
     closed.close()  # nothing listens there now
-    monkeypatch.setattr(clip_text, "HUB_PROBE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(weights, "HUB_PROBE_URL", f"http://127.0.0.1:{port}")
     start = time.monotonic()
     with pytest.raises(CLIPUnavailableError, match="unreachable"):
         resolve_clip_weights("ViT-B-32", "openai")
@@ -212,7 +214,7 @@ def test_stale_file_that_cannot_be_recomputed_says_what_differs(tiny, tmp_path, 
     def offline(*args, **kwargs):
         raise CLIPUnavailableError("offline")
 
-    monkeypatch.setattr(clip_text, "compute_bank", offline)
+    monkeypatch.setattr(bank_builder, "compute_bank", offline)
     with pytest.raises(CLIPUnavailableError, match="triplet set lacking 1 requested ones, .*offline"):
         bank_for(tiny, tmp_path, cache_path=path, triplets=torch.tensor([[3, 2, 1]]))
 
@@ -250,7 +252,7 @@ def write_vg(tmp_path):
 
 def test_embed_cli_from_a_vg_dataset(tiny, tmp_path, capsys):
     dict_file, roidb_file = write_vg(tmp_path)
-    assert clip_text.read_vg_training_triplets(roidb_file).tolist() == [[1, 1, 2], [1, 2, 3]]  # not (3, 1, 2): test
+    assert vg_files.read_vg_training_triplets(roidb_file).tolist() == [[1, 1, 2], [1, 2, 3]]  # not (3, 1, 2): test
     out = tmp_path / "emb.pt"
     argv = ["embed", "--dict-file", dict_file, "--roidb-file", roidb_file, "--clip-model", "sggp-tiny-clip",
             "--clip-pretrained", tiny[0], "--out", str(out), "--device", "cpu"]

@@ -29,7 +29,7 @@ from sgg_plugins.data.vg_check import VGFiles
 from sgg_plugins.regularizers.clipmatch import PredicateMatchingLoss
 from sgg_plugins.text import candidates as candidates_module
 from sgg_plugins.text.candidates import CandidateTextBank
-from sgg_plugins.text.clip_text import CLIPUnavailableError
+from sgg_plugins.text.weights import CLIPUnavailableError
 
 TRAIN = "VG_stanford_filtered_with_attribute_train"  # the name the synthetic catalog serves
 CLIP_NAME = "sggp-tiny-clip-pairs"

@@ -192,7 +192,7 @@ def test_bad_settings_fail_with_one_clear_line():
 open_clip = pytest.importorskip("open_clip")
 from conftest import random_open_clip  # noqa: E402
 from sgg_plugins.text import candidates as candidates_module  # noqa: E402
-from sgg_plugins.text.clip_text import CLIPUnavailableError  # noqa: E402
+from sgg_plugins.text.weights import CLIPUnavailableError  # noqa: E402
 
 
 
@@ -217,7 +217,8 @@ def test_bank_is_computed_once_then_loaded_and_matches_clip(tiny_weights, tmp_pa
     other = candidates_module.load_or_compute_candidate_bank(**kwargs, null_prompt="no relation")
     assert len(calls) == 2 and not torch.equal(other.table[-1], bank.table[-1])
     # Row for (man, shirt, wearing) is CLIP's normalised embedding of "man wearing shirt".
-    from sgg_plugins.text.clip_text import encode_texts, load_clip
+    from sgg_plugins.text.clip_encoder import load_clip
+    from sgg_plugins.text.encoders import encode_texts
 
     clip, tokenizer = load_clip("sggp-tiny-clip-cand", tiny_weights)
     expected = encode_texts(clip, tokenizer, ["man wearing shirt", "null relation"])
@@ -245,7 +246,7 @@ def test_embed_candidates_command_covers_every_training_class_pair(tiny_weights,
 
     from sgg_plugins.data.synthetic_vg import write_synthetic_vg
     from sgg_plugins.text import candidates_cli
-    from sgg_plugins.text.clip_text import read_vg_training_triplets
+    from sgg_plugins.text.vg_files import read_vg_training_triplets
 
     data = tmp_path / "vg"
     write_synthetic_vg(str(data), num_images=12, seed=0)

@@ -21,8 +21,9 @@ from sgg_plugins.data.synthetic_vg import write_synthetic_vg
 from sgg_plugins.data.vg_check import VGFiles
 from sgg_plugins.hosts.sgb import catalog
 from sgg_plugins.hosts.sgb.text_banks import check_text_banks
-from sgg_plugins.text import candidates, clip_text
-from sgg_plugins.text.clip_text import TextEmbeddingBank, load_or_compute_bank
+from sgg_plugins.text import bank_builder, candidates, encoders
+from sgg_plugins.text.bank import TextEmbeddingBank
+from sgg_plugins.text.bank_builder import load_or_compute_bank
 
 TRAIN = "VG_stanford_filtered_with_attribute_train"
 EMBED = "`sgg-plugins embed --dict-file VG-SGG-dicts.json --roidb-file VG-SGG.h5 --clip-model ViT-B-32 --clip-pretrained openai"
@@ -76,7 +77,7 @@ def fake_compute_candidates(obj_classes, pred_classes, class_pairs, model, pretr
 
 def write_rcl_file(cfg, path, monkeypatch, obj_rename=None, model="ViT-B-32", pretrained="openai"):
     """An RCL bank file as `sgg-plugins embed` writes it for the config's training data (CLIP stood in)."""
-    monkeypatch.setattr(clip_text, "compute_bank", fake_compute_bank)
+    monkeypatch.setattr(bank_builder, "compute_bank", fake_compute_bank)
     obj_classes, pred_classes, triplets = catalog.training_text_sources(cfg)
     if obj_rename:
         obj_classes = [obj_rename if i == 1 else name for i, name in enumerate(obj_classes)]
@@ -103,7 +104,7 @@ def no_text_encoder(*args, **kwargs):
 def test_files_that_serve_the_run_pass_without_any_text_encoder(cfg, tmp_path, monkeypatch):
     write_rcl_file(cfg, tmp_path / "rcl.pt", monkeypatch)
     write_candidate_file(cfg, tmp_path / "cand.pt", monkeypatch)
-    for module, name in ((clip_text, "resolve_text_encoder"), (clip_text, "load_clip"),
+    for module, name in ((bank_builder, "resolve_text_encoder"), (encoders, "load_clip"),
                          (candidates, "resolve_clip_weights"), (candidates, "load_clip")):
         monkeypatch.setattr(module, name, no_text_encoder)
     cfg.MODEL.RCL.ENABLED = cfg.MODEL.CLIPMATCH.ENABLED = True

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from sgg_plugins.config import RCL_DEFAULTS
 from sgg_plugins.regularizers.rcl import RelationalContrastiveLoss, contrastive_loss, negative_log_weights
-from sgg_plugins.text.clip_text import TextEmbeddingBank
+from sgg_plugins.text.bank import TextEmbeddingBank
 
 NUM_OBJ, NUM_PRED, TEXT_DIM = 5, 4, 6
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from sgg_plugins.regularizers.rcl import AttentionAdapter, RelationalContrastiveLoss, pad_by_group
-from sgg_plugins.text.clip_text import TextEmbeddingBank
+from sgg_plugins.text.bank import TextEmbeddingBank
 from sgg_plugins.text.glove import GloveUnavailableError, glove_phrases, read_word_vectors
 
 OBJ = ["__background__", "man", "horse", "shirt"]

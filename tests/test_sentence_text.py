@@ -15,11 +15,13 @@ import fake_sgb as fake
 from sgg_plugins import cli
 from sgg_plugins.config import RCL_DEFAULTS, ConfigError
 from sgg_plugins.regularizers.rcl import RelationalContrastiveLoss
-from sgg_plugins.text import clip_text
+from sgg_plugins.text import bank_builder, encoders, sentence_encoder
+from sgg_plugins.text.bank import TextEmbeddingBank
+from sgg_plugins.text.bank_builder import cache_key, load_or_compute_bank
+from sgg_plugins.text.cache import default_cache_file, weights_identity
 from sgg_plugins.text.candidates import load_or_compute_candidate_bank
-from sgg_plugins.text.clip_text import (SENTENCE_TRANSFORMERS, CLIPUnavailableError, TextEmbeddingBank, cache_key,
-                                        default_cache_file, load_or_compute_bank, resolve_sentence_transformer,
-                                        weights_identity)
+from sgg_plugins.text.sentence_encoder import resolve_sentence_transformer
+from sgg_plugins.text.weights import SENTENCE_TRANSFORMERS, CLIPUnavailableError
 
 OBJ = ["__background__", "man", "person", "horse", "shirt", "tree"]
 PRED = ["__background__", "riding", "on", "above"]
@@ -65,8 +67,8 @@ def fake_encoder(monkeypatch):
         loaded.append(model)
         return FakeEncoder()
 
-    monkeypatch.setattr(clip_text, "load_sentence_transformer", load)
-    monkeypatch.setattr(clip_text, "load_clip", lambda *a, **k: pytest.fail("a sentence-transformers model never "
+    monkeypatch.setattr(encoders, "load_sentence_transformer", load)
+    monkeypatch.setattr(encoders, "load_clip", lambda *a, **k: pytest.fail("a sentence-transformers model never "
                                                                           "loads OpenCLIP"))
     return loaded
 
@@ -117,10 +119,10 @@ def test_a_cache_made_with_one_encoder_is_never_used_for_the_other(fake_encoder,
         return TextEmbeddingBank(unit(o), unit(p), unit(o, p), unit(p, o), triplet_labels, unit(len(triplet_labels)),
                                  meta={"clip_model": model})
 
-    real_compute = clip_text.compute_bank
-    monkeypatch.setattr(clip_text, "compute_bank", fake_clip_bank)
+    real_compute = bank_builder.compute_bank
+    monkeypatch.setattr(bank_builder, "compute_bank", fake_clip_bank)
     clip_bank = load_or_compute_bank(OBJ, PRED, TRIPLETS, model="ViT-B-32", pretrained="openai", cache_path=path)
-    monkeypatch.setattr(clip_text, "compute_bank", real_compute)
+    monkeypatch.setattr(bank_builder, "compute_bank", real_compute)
     # Same width, same classes, same prompts: only the encoder differs, and the file is recomputed.
     st_bank = load_or_compute_bank(OBJ, PRED, TRIPLETS, model=st_model, pretrained="openai", cache_path=path)
     assert fake_encoder == [st_model] and not torch.equal(st_bank.triplet_table, clip_bank.triplet_table)
@@ -181,7 +183,7 @@ def test_bad_model_names_fail_at_once_naming_the_fix(tmp_path, monkeypatch):
     # A hub name that is not cached, offline, and that no installed package ships: at once, with the ways out.
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setitem(clip_text.PACKAGED_SENTENCE_MODELS, "all-MiniLM-L6-v2", "not_an_installed_package")
+    monkeypatch.setitem(sentence_encoder.PACKAGED_SENTENCE_MODELS, "all-MiniLM-L6-v2", "not_an_installed_package")
     start = time.monotonic()
     with pytest.raises(CLIPUnavailableError) as error:
         resolve_sentence_transformer(f"{SENTENCE_TRANSFORMERS}all-MiniLM-L6-v2")
@@ -243,7 +245,7 @@ def test_the_hub_name_of_a_packaged_model_loads_offline_from_the_package(tmp_pat
     cache_minilm(tmp_path / "empty_hub")
     assert resolve_sentence_transformer(f"{SENTENCE_TRANSFORMERS}all-MiniLM-L6-v2") == ("all-MiniLM-L6-v2", True)
     # Names no package ships are not guessed at.
-    assert clip_text._packaged_sentence_model("all-mpnet-base-v2") is None
+    assert sentence_encoder._packaged_sentence_model("all-mpnet-base-v2") is None
 
 
 def packaged_minilm():
@@ -289,7 +291,7 @@ def test_real_minilm_gives_close_phrases_higher_cosine(minilm_bank):
 
 def test_real_minilm_bank_is_reused_and_sizes_rcl_from_its_width(minilm_bank, monkeypatch):
     model, path = minilm_bank
-    monkeypatch.setattr(clip_text, "compute_bank", lambda *a, **k: pytest.fail("the file is current: not recomputed"))
+    monkeypatch.setattr(bank_builder, "compute_bank", lambda *a, **k: pytest.fail("the file is current: not recomputed"))
     bank = load_or_compute_bank(OBJ, PRED, TRIPLETS, model=model, prompt="{subject} {predicate} {object}",
                                 cache_path=path, user_file=True)
     cfg = types.SimpleNamespace(**dict(RCL_DEFAULTS, EMBED_DIM=16))

@@ -217,7 +217,7 @@ def test_no_relations_in_the_foreground_gives_finite_losses():
 
 
 def random_bank(triplets, dim=16, seed=0):
-    from sgg_plugins.text.clip_text import TextEmbeddingBank
+    from sgg_plugins.text.bank import TextEmbeddingBank
 
     g = torch.Generator().manual_seed(seed)
     O, P = fake.NUM_OBJ_CLASSES - 1, fake.NUM_REL_CLASSES - 1

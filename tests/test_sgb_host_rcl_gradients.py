@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from conftest import GT_MODES as MODES
 from conftest import build_predictor, in_process_cfg, make_batch, needs_sgb
 from sgg_plugins.hosts.sgb.objectives import rcl
-from sgg_plugins.text.clip_text import TextEmbeddingBank
+from sgg_plugins.text.bank import TextEmbeddingBank
 
 pytestmark = needs_sgb
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import fake_sgb as fake
 from sgg_plugins.hosts.sgb.objectives import rcl
 from sgg_plugins.hosts.sgb.predictors import regularized_predictor_class
-from sgg_plugins.text.clip_text import TextEmbeddingBank
+from sgg_plugins.text.bank import TextEmbeddingBank
 from sgg_plugins.text.glove import WordVectorPhrases
 
 OBJ = [f"o{i}" for i in range(fake.NUM_OBJ_CLASSES)]

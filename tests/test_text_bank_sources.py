@@ -4,9 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sgg_plugins.text import clip_text
-from sgg_plugins.text.clip_text import (TextEmbeddingBank, cache_key, load_or_compute_bank, predicate_training_counts,
-                                        read_vg_training_triplets, text_bank_from_roidb)
+from sgg_plugins.text import bank_builder
+from sgg_plugins.text.bank import TextEmbeddingBank
+from sgg_plugins.text.bank_builder import cache_key, load_or_compute_bank, text_bank_from_roidb
+from sgg_plugins.text.clip_encoder import _offline_message
+from sgg_plugins.text.vg_files import predicate_training_counts, read_vg_training_triplets
+from sgg_plugins.text.weights import CLIPUnavailableError
 
 h5py = pytest.importorskip("h5py")
 
@@ -66,7 +69,7 @@ def test_training_triplets_are_every_relation_of_split_0_including_non_overlappi
 
 def test_text_bank_from_roidb_covers_every_training_triplet(tmp_path, monkeypatch):
     roidb = write_roidb(tmp_path / "VG-SGG.h5")
-    monkeypatch.setattr(clip_text, "compute_bank", fake_compute_bank)
+    monkeypatch.setattr(bank_builder, "compute_bank", fake_compute_bank)
     bank = text_bank_from_roidb(roidb, OBJ, PRED, cache_path=str(tmp_path / "bank.pt"))
     triplets = torch.tensor(TRAIN_TRIPLETS)
     _, found = bank.triplets(triplets[:, 0], triplets[:, 1], triplets[:, 2])
@@ -100,9 +103,9 @@ def test_missing_text_embeddings_file_names_the_file_and_the_way_out(tmp_path, m
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_hub"))
 
     def no_clip(*args, **kwargs):  # what compute_bank meets offline, without loading OpenCLIP
-        raise clip_text.CLIPUnavailableError(clip_text._offline_message("ViT-B-32", "openai", "HF_HUB_OFFLINE is set"))
+        raise CLIPUnavailableError(_offline_message("ViT-B-32", "openai", "HF_HUB_OFFLINE is set"))
 
-    monkeypatch.setattr(clip_text, "compute_bank", no_clip)
+    monkeypatch.setattr(bank_builder, "compute_bank", no_clip)
     with pytest.raises(FileNotFoundError) as error:
         load_or_compute_bank(OBJ, PRED, torch.tensor(TRAIN_TRIPLETS), cache_path=path, user_file=True)
     message = str(error.value)
@@ -111,7 +114,7 @@ def test_missing_text_embeddings_file_names_the_file_and_the_way_out(tmp_path, m
                                                        f"not in the local cache")
     assert "sgg-plugins embed" in message and f"--out {path}" in message and "correct the path" in message
     # Where CLIP can run, the named file is computed and written, as before.
-    monkeypatch.setattr(clip_text, "compute_bank", fake_compute_bank)
+    monkeypatch.setattr(bank_builder, "compute_bank", fake_compute_bank)
     load_or_compute_bank(OBJ, PRED, torch.tensor(TRAIN_TRIPLETS), cache_path=path, user_file=True)
     assert TextEmbeddingBank.load(path).triplet_keys.numel() == 5
 
@@ -135,7 +138,7 @@ def test_text_embeddings_made_for_other_settings_list_stored_and_requested_value
     stored.meta["key"] = cache_key(OBJ, PRED, torch.zeros(0, dtype=torch.long), "RN50", "yfcc15m",
                                    "a {subject} {predicate} {object}", "a photo of a {object}")
     stored.save(path)
-    monkeypatch.setattr(clip_text, "compute_bank", lambda *a, **k: pytest.fail("a user's file is never recomputed"))
+    monkeypatch.setattr(bank_builder, "compute_bank", lambda *a, **k: pytest.fail("a user's file is never recomputed"))
     with pytest.raises(ValueError) as error:
         load_or_compute_bank(OBJ[:-1] + ["bush"], PRED, triplets, model="ViT-B-32", pretrained="openai",
                              cache_path=path, user_file=True)
@@ -151,7 +154,7 @@ def test_text_embeddings_made_for_other_settings_list_stored_and_requested_value
 def test_text_embeddings_lacking_training_triplets_say_how_many(tmp_path, monkeypatch):
     path = str(tmp_path / "bank.pt")
     triplets = torch.tensor(TRAIN_TRIPLETS)
-    monkeypatch.setattr(clip_text, "compute_bank", fake_compute_bank)
+    monkeypatch.setattr(bank_builder, "compute_bank", fake_compute_bank)
     load_or_compute_bank(OBJ, PRED, triplets[:2], cache_path=path)  # e.g. made from the frequency statistics
     with pytest.raises(ValueError, match=r"triplets: the file lacks 3 of the 5 training triplets requested"):
         load_or_compute_bank(OBJ, PRED, triplets, cache_path=path, user_file=True)

@@ -2,7 +2,7 @@
 
 Each foreground relation k with a ground-truth triplet ⟨s, p, o⟩ gives a visual embedding (from the
 host's relation feature and its two object features) and a text embedding (frozen CLIP, from a
-:class:`~sgg_plugins.text.clip_text.TextEmbeddingBank`). A two-way InfoNCE (Eq. 4–5) pulls the
+:class:`~sgg_plugins.text.bank.TextEmbeddingBank`). A two-way InfoNCE (Eq. 4–5) pulls the
 pair of relation k together and pushes apart relation k and the texts (visuals) of its negative
 dictionary Q_k; Q_k holds the batch's other relations whose phrase similarity to k lies in [η, ε]
 (Eq. 7), each weighted by its normalised similarity.

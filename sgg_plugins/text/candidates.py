@@ -15,7 +15,7 @@ K is the number of distinct (subject, object) class pairs of the training relati
 VG-150 is a small fraction of the 22,350 ordered pairs. Storage is (K * p + 1) * D floats
 (D = 512 for ViT-B-32), kept on the CPU side of the host unless moved.
 
-This module reuses the bank machinery of :mod:`sgg_plugins.text.clip_text`: the same OpenCLIP
+This module reuses RCL's bank machinery (:mod:`sgg_plugins.text.bank_builder`): the same OpenCLIP
 loading (``load_clip``: local files, ``local-dir:`` folders, the quick offline failure), the same
 batched encoding (``encode_texts``), the same weights identity in the cache key, the same cache
 folder and atomic writes. CLIP never runs in a training step: the file is computed once (or by
@@ -35,19 +35,11 @@ import torch
 
 from ..regularizers.transfer import check_values
 
-from .clip_text import (
-    LOCAL_DIR,
-    SENTENCE_TRANSFORMERS,
-    CLIPUnavailableError,
-    _check_class_list,
-    default_cache_file,
-    encode_texts,
-    load_clip,
-    resolve_clip_weights,
-    save_atomically,
-    unfit_parts,
-    weights_identity,
-)
+from .bank_builder import _check_class_list
+from .cache import default_cache_file, save_atomically, unfit_parts, weights_identity
+from .clip_encoder import load_clip, resolve_clip_weights
+from .encoders import encode_texts
+from .weights import LOCAL_DIR, SENTENCE_TRANSFORMERS, CLIPUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +205,8 @@ def cache_key(obj_classes, pred_classes, pair_keys, model, pretrained, prompt, n
 
 
 def _clipmatch_message(error):
-    """clip_text's CLIP errors name MODEL.RCL's keys and `sgg-plugins embed`; the same error, ours named."""
+    """The CLIP errors of :mod:`sgg_plugins.text.clip_encoder` name MODEL.RCL's keys and `sgg-plugins embed`;
+    the same error, ours named."""
     text = re.sub(r"sgg-plugins embed\b(?!-)", "sgg-plugins embed-candidates", str(error))
     return type(error)(text.replace("MODEL.RCL", "MODEL.CLIPMATCH"))
 
@@ -313,7 +306,7 @@ def compute_candidate_bank(obj_classes, pred_classes, class_pairs, model, pretra
 
 def run(args):
     """``sgg-plugins embed-candidates`` (options in :mod:`sgg_plugins.text.candidates_cli`)."""
-    from .clip_text import read_vg_classes, read_vg_training_triplets
+    from .vg_files import read_vg_classes, read_vg_training_triplets
 
     obj_classes, pred_classes = read_vg_classes(args.dict_file)
     triplets = read_vg_training_triplets(args.roidb_file)

@@ -12,7 +12,7 @@ import os
 import torch
 
 from ...data.vg_check import VGFiles
-from ...text.clip_text import read_vg_classes, read_vg_training_triplets
+from ...text.vg_files import read_vg_classes, read_vg_training_triplets
 
 
 class PreflightError(ValueError):

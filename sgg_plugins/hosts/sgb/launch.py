@@ -14,7 +14,7 @@ import runpy
 import sys
 
 from ...config import ConfigError
-from ...text.clip_text import CLIPUnavailableError
+from ...text.weights import CLIPUnavailableError
 from ...logs import held_back
 from ..common import LOGGER_NAME, set_up_launcher_logging, split_options, stop_with
 from ..locate import HostNotFoundError

@@ -9,8 +9,9 @@ a bank would be computed (no file yet, or a stale one the loader recomputes), on
 encoder's weights resolved, no model built.
 """
 
+from ...text.bank_builder import load_or_compute_bank
 from ...text.candidates import load_or_compute_candidate_bank
-from ...text.clip_text import CLIPUnavailableError, load_or_compute_bank
+from ...text.weights import CLIPUnavailableError
 from .catalog import PreflightError, training_text_sources
 
 # What the loaders raise for input a user can fix (PreflightError, from the catalog, is a ValueError).

@@ -40,7 +40,7 @@ import torch
 from ....config import ConfigError
 from ....regularizers.rcl import ATTENTION_HEADS, RelationalContrastiveLoss, synonym_pairs
 from ....regularizers.transfer import to_device
-from ....text.clip_text import load_or_compute_bank
+from ....text.bank_builder import load_or_compute_bank
 from ....text.glove import GloveUnavailableError, glove_phrases
 from ...hooks import Tap, resolve
 from ..catalog import training_text_sources
