@@ -171,6 +171,23 @@ def test_coco_layout_has_the_hosts_splits_and_fields(coco_dataset):
     assert "++datasets.type=coco" in overrides and f"++datasets.data_dir={out}" in overrides
 
 
+def test_text_sources_of_the_coco_layout_are_sgbs_classes_and_triplets(coco_dataset):
+    """RCL's and CLIPMATCH's sources read from the host's COCO JSON equal what SGB's reader finds in the
+    VG files: the same label numbers and, over train and val (SGB's training split), every relation."""
+    import torch
+
+    from sgg_plugins.hosts.sgg_benchmark.text_sources import read_coco_scene_graphs
+    from sgg_plugins.text.vg_files import read_vg_classes, read_vg_training_triplets
+
+    out, _ = coco_dataset
+    train = read_coco_scene_graphs(out / "train" / "_annotations.coco.json")
+    val = read_coco_scene_graphs(out / "val" / "_annotations.coco.json")
+    assert train[:2] == val[:2] == read_vg_classes(out / "VG-SGG-dicts-with-attri.json")
+    ours = torch.cat([val[2], train[2]])
+    sgb = read_vg_training_triplets(str(out / "VG-SGG-with-attri.h5"))
+    assert sorted(map(tuple, ours.tolist())) == sorted(map(tuple, sgb.tolist())) and len(ours) > 0
+
+
 def test_coco_boxes_are_sgbs_boxes_in_pixels(coco_dataset):
     out, _ = coco_dataset
     with h5py.File(out / "VG-SGG-with-attri.h5") as h5:

@@ -19,14 +19,16 @@ import re
 import runpy
 import sys
 
-from ...config import ConfigError, NODES
+from ...config import ConfigError
 from ..common import set_up_launcher_logging, split_options
 from ..locate import HostNotFoundError
+from ..structured_config import lowercase_key_names
+from . import SCHEMA_NODES
 
 LAUNCHER_OPTIONS = ("--host-root",)
 LAUNCHER_FLAGS = ("--without-plugin",)
 HOST_SCRIPTS = {"train": "relation_train_net_hydra", "test": "relation_eval_hydra"}
-_OBJECTIVE_OVERRIDE = re.compile(r"^model\.(?:%s)\.[a-z_]+=" % "|".join(name.lower() for name in NODES))
+_OBJECTIVE_OVERRIDE = re.compile(r"^model\.(?:%s)\.[a-z_]+=" % "|".join(name.lower() for name in SCHEMA_NODES))
 
 
 def host_arguments(argv, plugin=True):
@@ -58,7 +60,8 @@ def run_host_script(name, argv):
     try:
         runpy.run_path(str(script), run_name="__main__")
     except ConfigError as error:
-        raise SystemExit(f"error: {error}") from None
+        # The objectives' messages name keys as SGB spells them (MODEL.RCL.X); this host's users write model.rcl.x.
+        raise SystemExit(f"error: {lowercase_key_names(str(error))}") from None
     finally:
         sys.argv = saved_argv
 

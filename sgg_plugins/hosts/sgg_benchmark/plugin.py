@@ -5,8 +5,8 @@ registry, at run time. ``register()`` changes no host file:
   <composed YAML and overrides>)`` (``config/hydra_config.py``, ``get_cfg``), which rejects any key
   its dataclasses lack (``Key 'align' not in 'ModelConfig'``). ``SGGBenchmarkConfig`` is replaced
   by a subclass whose ``model`` also holds one node per objective (``model.align``, ``model.rcl``,
-  ``model.probe``, ``model.clipmatch``, ``model.mrc``), lowercase, converted from
-  ``sgg_plugins.config.NODES`` (``structured_config``): the keys merge from YAML and overrides with
+  ``model.probe``, ``model.clipmatch``, ``model.mrc``) and ``model.sgg_plugins.gather_negatives``,
+  lowercase, converted from ``sgg_plugins.config`` (``SCHEMA_NODES``, ``structured_config``): the keys merge from YAML and overrides with
   OmegaConf's type checks; the run's ``config.yml`` / ``hydra_config.yaml`` are written without
   them, so that the vanilla host reads them, and they go to ``sgg_plugins.yaml`` (``run_files``);
 - validation: ``get_cfg`` also runs the objectives' validators on the merged config and checks that
@@ -18,25 +18,32 @@ registry, at run time. ``register()`` changes no host file:
   predictor's module layout (``sgb.specs``). SGG-Benchmark's ``MotifPredictor`` keeps SGB's module
   names and call signatures (``context_layer`` an ``LSTMContext`` with ``edge_ctx``, ``post_emb``,
   ``post_cat``, ``up_dim``, ``rel_compress``, ``freq_bias.obj_baseline``); what differs is the
-  proposals, dicts rather than BoxLists, which ``SGGBenchmarkStep`` reads.
+  proposals, dicts rather than BoxLists, which ``SGGBenchmarkStep`` reads and rebuilds (PROBE's
+  augmented view, MRC's one-object images); the relation head lends each image's relation matrix
+  (PROBE's supervising graph), and RCL's and CLIPMATCH's text banks read the COCO-JSON training
+  split (``text_sources``).
 """
 
+import contextlib
 import dataclasses
+import functools
 import logging
 
 import torch
 
 from ...config import NODES, ConfigError
+from . import SCHEMA_NODES
 from ..sgb.objectives.base import Step
 from ..sgb.predictors import RegularizedPredictorMixin, stock_layout
 from ..sgb.specs import SPECS
 from ..structured_config import extended_dataclass, objective_dataclasses, validate_lowercase_nodes
+from .text_sources import training_text_sources
 
 logger = logging.getLogger("sgg_plugins")
 
-# What is attached on this host so far: objective -> predictors (by stock layout). The others are
-# registered in the schema (so configs that set them load) but refused when enabled.
-SUPPORTED = {"ALIGN": ("MotifPredictor",)}
+# What is attached on this host so far: objective -> predictors (by stock layout); another predictor
+# is refused in one line when an objective is enabled on it.
+SUPPORTED = {name: ("MotifPredictor",) for name in NODES}
 _STATE = {"registered": False}
 
 
@@ -52,9 +59,63 @@ class SGGBenchmarkStep(Step):
     def obj_labels(self):
         return torch.cat([p["labels"] for p in self.proposals], 0).long()
 
+    @staticmethod
+    def boxes_of(proposal):
+        return proposal["boxes"]
+
+    @staticmethod
+    def size_of(proposal):
+        return proposal["image_size"]  # (width, height), PIL's image.size, as SGB's BoxList.size
+
+    @staticmethod
+    def with_boxes(proposal, boxes):
+        return {**proposal, "boxes": boxes}
+
+    @staticmethod
+    def one_object_images(proposals):
+        from sgg_benchmark.structures.box_ops import filter_instances
+
+        # The host's own selection: per-object fields by row, the relation matrix by row and column.
+        return [filter_instances(p, slice(i, i + 1)) for p in proposals for i in range(p["boxes"].shape[0])]
+
 
 class SGGBenchmarkPredictorMixin(RegularizedPredictorMixin):
     step_class = SGGBenchmarkStep
+
+    @staticmethod
+    def training_text_sources(config, node):
+        """RCL's and CLIPMATCH's text-bank sources: this host's COCO-JSON training split."""
+        return training_text_sources(config, node)
+
+    @contextlib.contextmanager
+    def relation_head_inputs(self, head, targets):
+        """For one training forward of the relation ``head``: each image's full annotated relation
+        matrix (``t["relation"]``: PROBE supervises with the whole scene graph), with ground-truth
+        boxes only, where the host's sampler keeps the targets' boxes in order. The pooled RoI maps
+        SGB's box head lends are not taken: this host's YOLO feature extractor has no
+        ``forward_without_pool``, so PROBE's augmented view flips and jitters the boxes only."""
+        shared = {}
+        if targets is not None and head.cfg.MODEL.ROI_RELATION_HEAD.USE_GT_BOX:
+            shared["sgb_relation_maps"] = [t["relation"] for t in targets]
+        self._relation_head_inputs = shared
+        try:
+            yield
+        finally:
+            self._relation_head_inputs = {}
+
+
+def _lending_head_inputs(forward):
+    """ROIRelationHead.forward that lends a regularized predictor, in training, what the head holds
+    and does not pass it (``SGGBenchmarkPredictorMixin.relation_head_inputs``)."""
+    @functools.wraps(forward)
+    def head_forward(self, features, proposals, targets=None, *args, **kwargs):
+        if not self.training or not isinstance(self.predictor, SGGBenchmarkPredictorMixin):
+            return forward(self, features, proposals, targets, *args, **kwargs)
+        with self.predictor.relation_head_inputs(self, targets):
+            return forward(self, features, proposals, targets, *args, **kwargs)
+
+    head_forward.sgg_plugins_original = forward
+    return head_forward
 
 
 _CLASSES = {}
@@ -78,10 +139,6 @@ def check_supported(cfg, registry):
     predictor = cfg.model.roi_relation_head.predictor
     for name in enabled_nodes(cfg.model):
         key = f"model.{name.lower()}.enabled"
-        if name not in SUPPORTED:
-            raise ConfigError(f"{key}=true: {name} is not attached on SGG-Benchmark yet; on this host sgg-plugins "
-                              f"attaches {', '.join(f'model.{n.lower()}' for n in SUPPORTED)} only "
-                              "(docs/sgg_benchmark.md)")
         cls = registry.get(predictor)
         layout = stock_layout(cls) if cls is not None else None
         if layout not in SUPPORTED[name]:
@@ -98,7 +155,7 @@ def check_supported(cfg, registry):
 def _omegaconf_value_error(error):
     """A one-line ConfigError for OmegaConf's refusal of a value under an objective's node, or None."""
     key = getattr(error, "full_key", "") or ""
-    if not any(key.startswith(f"model.{name.lower()}.") for name in NODES):
+    if not any(key.startswith(f"model.{name.lower()}.") for name in SCHEMA_NODES):
         return None
     return ConfigError(f"{key}: {str(error).splitlines()[0]}")
 
@@ -130,7 +187,7 @@ def add_objective_nodes(hydra_config):
     import sgg_benchmark.config as config_package
 
     root = hydra_config.SGGBenchmarkConfig
-    model = extended_dataclass(hydra_config.ModelConfig, objective_dataclasses())
+    model = extended_dataclass(hydra_config.ModelConfig, objective_dataclasses(SCHEMA_NODES))
     schema = dataclasses.make_dataclass(root.__name__, [("model", model, dataclasses.field(default_factory=model))],
                                         bases=(root,))
     hydra_config.SGGBenchmarkConfig = config_package.SGGBenchmarkConfig = schema
@@ -167,6 +224,8 @@ def register():
     # The relation head calls the name it imported; the predictors module keeps its own binding.
     for module in (relation_head, roi_relation_predictors):
         module.make_roi_relation_predictor = make_roi_relation_predictor
+    if not hasattr(relation_head.ROIRelationHead.forward, "sgg_plugins_original"):
+        relation_head.ROIRelationHead.forward = _lending_head_inputs(relation_head.ROIRelationHead.forward)
     _STATE["registered"] = True
     logger.info("sgg-plugins: registered %s in SGG-Benchmark's config schema; attached: %s",
                 " / ".join(f"model.{name.lower()}" for name in NODES),

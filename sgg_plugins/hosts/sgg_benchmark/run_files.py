@@ -19,10 +19,10 @@ import functools
 import os
 from pathlib import Path
 
-from ...config import NODES
+from . import SCHEMA_NODES
 
 OBJECTIVES_FILE = "sgg_plugins.yaml"
-OBJECTIVE_KEYS = tuple(name.lower() for name in NODES)
+OBJECTIVE_KEYS = tuple(name.lower() for name in SCHEMA_NODES)
 
 
 def split_objective_nodes(config):

@@ -6,6 +6,7 @@ host's own forward runs, then calls every enabled objective's ``losses(step)``. 
 call each other; what two of them could share (an extra pass) goes through ``step.shared``.
 """
 
+import copy
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from ....config import ConfigError
+from ....regularizers.mrc import one_object_images
 from ...hooks import has_path
 
 
@@ -48,6 +50,29 @@ class Step:
     @property
     def obj_labels(self):
         return torch.cat([p.get_field("labels") for p in self.proposals], 0).long()
+
+    # How an objective reads and rebuilds the host's proposals: SGB's BoxLists here; a host with
+    # another proposal type (SGG-Benchmark's dicts) supplies a Step subclass.
+    @staticmethod
+    def boxes_of(proposal):
+        return proposal.bbox
+
+    @staticmethod
+    def size_of(proposal):
+        """(width, height) of the proposal's image."""
+        return proposal.size
+
+    @staticmethod
+    def with_boxes(proposal, boxes):
+        """A shallow copy of the proposal with other boxes: same image size, mode and fields (shared)."""
+        moved = copy.copy(proposal)
+        moved.bbox = boxes
+        return moved
+
+    @staticmethod
+    def one_object_images(proposals):
+        """Every object of every image as a proposal of its own, in the same order."""
+        return one_object_images(proposals)
 
     @property
     def rel_labels_cat(self):

@@ -44,7 +44,9 @@ class ClipMatchObjective(SGBObjective):
             raise ConfigError(f"MODEL.CLIPMATCH: {type(predictor).__name__} has no single relation "
                               f"representation (its logits sum several classifiers); disable MODEL.CLIPMATCH for it.")
         require(predictor, (spec.relation_feature,), self.node)
-        obj_classes, pred_classes, triplets = candidate_sources(config)
+        # A host whose training split is not in SGB's VG-SGG.h5 (SGG-Benchmark's COCO JSON) reads it itself.
+        host_reader = getattr(predictor, "training_text_sources", None)
+        obj_classes, pred_classes, triplets = host_reader(config, self.node) if host_reader else candidate_sources(config)
         try:
             self.text_bank = load_or_compute_candidate_bank(
                 obj_classes, pred_classes, triplets[:, [0, 2]], device=text_encoder_device(config),

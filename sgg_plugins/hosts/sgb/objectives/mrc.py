@@ -56,7 +56,7 @@ import torch
 
 from ....config import ConfigError
 from ....regularizers.align import batch_statistics_norms, running_statistics
-from ....regularizers.mrc import MaskedRelationClassifier, one_object_images
+from ....regularizers.mrc import MaskedRelationClassifier
 from ...hooks import Tap, capture, map_floating, patched_attribute, resolve
 from .base import SGBObjective
 
@@ -133,7 +133,7 @@ class MrcObjective(SGBObjective):
         predictor = step.predictor
         args, kwargs = step.clean["mrc_context_call"]
         args = list(map_floating(torch.Tensor.detach, tuple(args)))
-        alone = one_object_images(args[PROPOSALS_ARG])
+        alone = step.one_object_images(args[PROPOSALS_ARG])
         args[PROPOSALS_ARG] = alone
         if self.alone.union_arg is not None:
             args[self.alone.union_arg] = args[self.alone.union_arg][:0]

@@ -19,7 +19,6 @@ when the adapter provides it (``step.shared["sgb_relation_maps"]``), else the fo
 relation sampler kept (at most BATCH_SIZE_PER_IMAGE × POSITIVE_FRACTION per image), said once.
 """
 
-import copy
 import logging
 
 import torch
@@ -31,13 +30,6 @@ from ...hooks import Tap, capture, map_floating, resolve
 from .base import SGBObjective, require
 
 logger = logging.getLogger(__name__)
-
-
-def _with_boxes(proposal, boxes):
-    """A shallow copy of an SGB BoxList with other boxes: same image size, mode and fields (shared)."""
-    moved = copy.copy(proposal)
-    moved.bbox = boxes
-    return moved
 
 
 class ProbeObjective(SGBObjective):
@@ -101,9 +93,9 @@ class ProbeObjective(SGBObjective):
     def _augmented_inputs(self, step):
         proposals = step.proposals
         device = step.roi_features.device
-        boxes = torch.cat([p.bbox for p in proposals])
+        boxes = torch.cat([step.boxes_of(p) for p in proposals])
         # Python values copied without waiting for the device; sizes known here, not read back (transfer.py).
-        sizes = to_device([p.size for p in proposals], device, boxes.dtype)
+        sizes = to_device([step.size_of(p) for p in proposals], device, boxes.dtype)
         counts = to_device(step.num_objs, device, torch.long)
         image_of_roi = torch.repeat_interleave(torch.arange(len(proposals), device=device), counts,
                                                output_size=sum(step.num_objs))
@@ -119,5 +111,5 @@ class ProbeObjective(SGBObjective):
         if features.shape != step.roi_features.shape:  # e.g. ATTRIBUTE_ON appends attribute features
             raise ValueError(f"MODEL.PROBE VIEW augment: the box head gives {tuple(features.shape)} features for "
                              f"the predictor's {tuple(step.roi_features.shape)}; use MODEL.PROBE.VIEW mask")
-        moved = [_with_boxes(p, b) for p, b in zip(proposals, view["boxes"].split(step.num_objs))]
+        moved = [step.with_boxes(p, b) for p, b in zip(proposals, view["boxes"].split(step.num_objs))]
         return features, moved

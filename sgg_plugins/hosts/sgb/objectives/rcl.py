@@ -70,7 +70,10 @@ class RclObjective(SGBObjective):
         require(predictor, (spec.relation_feature, spec.object_feature.path, spec.object_dim.rpartition(".")[0]),
                 self.node)
         try:
-            obj_classes, pred_classes, triplets = training_text_sources(config)
+            # A host whose training split is not in SGB's VG-SGG.h5 (SGG-Benchmark's COCO JSON) reads it itself.
+            host_reader = getattr(predictor, "training_text_sources", None)
+            obj_classes, pred_classes, triplets = (host_reader(config, self.node) if host_reader
+                                                   else training_text_sources(config))
             self.text_bank = load_or_compute_bank(obj_classes, pred_classes, triplets, **rcl_bank_arguments(cfg),
                                                   device=text_encoder_device(config))
         except TEXT_BANK_ERRORS as error:
