@@ -87,10 +87,12 @@ RCL_DEFAULTS = dict(
     # scale) learn from it, as in seed 001, whose CLIP encoders are frozen ("their parameters are
     # fixed during training", §3.2); the classifier's cross entropy still trains everything.
     DETACH_INPUT=True,
-    # tau of Eq. 4; seed 001 gives no value. With LEARN_TEMPERATURE, the initial value of CLIP's
-    # learnable logit scale 1/tau (clipped at 100); otherwise fixed.
+    # tau of Eq. 4; seed 001 gives no value. Fixed by default: CLIP's learnable logit scale (initial
+    # 1/TEMPERATURE, clipped at 100) is LEARN_TEMPERATURE True, but under the host's SGD at the host's
+    # LR it fell from 14.3 to 0.3-2.1 on every bench run (10 of 10), flattening the contrast; CLIP
+    # learns it with Adam at a small LR over 32k-pair batches.
     TEMPERATURE=0.07,
-    LEARN_TEMPERATURE=True,
+    LEARN_TEMPERATURE=False,
     GAMMA=0.5,  # gamma of Eq. 5
     SYNONYM_THRESHOLD=0.7,  # epsilon of Eq. 7
     MIN_SIMILARITY=0.0,  # eta of Eq. 7
