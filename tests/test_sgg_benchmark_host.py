@@ -137,3 +137,20 @@ def test_bad_input_stops_before_training_with_one_line(coco_data, tmp_path, over
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(line), result.stderr[-2000:]
     assert "Starting training loop" not in result.stdout + result.stderr
+
+
+def test_align_trains_react_plus_plus_and_its_checkpoint_evaluates_in_the_vanilla_host(coco_data, tmp_path):
+    """REACT++ (its PSG config; PredCls with RoI-pooled box features: configs/sgg_benchmark/
+    react_predcls.overrides) with model.align: loss_align beside REACT++'s own losses, and the
+    vanilla host's --eval-only of the checkpoint predicts exactly what the run's own test did."""
+    react = (REPO / "configs" / "sgg_benchmark" / "react_predcls.overrides").read_text().split()
+    result = train(coco_data, tmp_path / "react", *react, "model.align.enabled=true", predictor="REACT++")
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert "sgg-plugins: REACTPlusPlusPredictor with model.align" in log
+    assert "loss_align=" in log and "dis=" in log and "mR @ 100" in log
+    vanilla = train(coco_data, tmp_path / "vanilla", *react, predictor="REACT++", launcher_args=[
+        "--without-plugin", "--eval-only", "--checkpoint", str(tmp_path / "react" / "out" / "model_epoch_0.pth")])
+    assert vanilla.returncode == 0, (vanilla.stdout + vanilla.stderr)[-4000:]
+    assert_identical_predictions(predictions(tmp_path / "react" / "out" / "predictions.pth"),
+                                 predictions(tmp_path / "vanilla" / "out" / "predictions.pth"))

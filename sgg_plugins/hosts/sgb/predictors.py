@@ -35,11 +35,13 @@ class RegularizedPredictorMixin:
     # What an objective reads a training step through; a host whose proposals are not BoxLists
     # (SGG-Benchmark's dicts) supplies a subclass.
     step_class = Step
+    # Node -> objective class; a predictor of another layout (SGG-Benchmark's REACT++) supplies its own.
+    objectives = OBJECTIVES
 
     def __init__(self, config, in_channels):
         super().__init__(config, in_channels)
         self.sgg_plugins = nn.ModuleDict()
-        for node, objective in OBJECTIVES.items():
+        for node, objective in self.objectives.items():
             # getattr, not [node]: SGG-Benchmark's yacs-style config wrapper has attributes only.
             if getattr(config.MODEL, node).ENABLED:
                 self.sgg_plugins[node.lower()] = objective(self, config)

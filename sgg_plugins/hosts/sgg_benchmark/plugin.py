@@ -21,7 +21,8 @@ registry, at run time. ``register()`` changes no host file:
   proposals, dicts rather than BoxLists, which ``SGGBenchmarkStep`` reads and rebuilds (PROBE's
   augmented view, MRC's one-object images); the relation head lends each image's relation matrix
   (PROBE's supervising graph), and RCL's and CLIPMATCH's text banks read the COCO-JSON training
-  split (``text_sources``).
+  split (``text_sources``). ``REACTPlusPlusPredictor`` has no SGB layout: MODEL.ALIGN attaches
+  to it through its own objective, the adaptation of seed 002 in ``react_align``.
 """
 
 import contextlib
@@ -37,6 +38,8 @@ from ..sgb.objectives.base import Step
 from ..sgb.predictors import RegularizedPredictorMixin, stock_layout
 from ..sgb.specs import SPECS
 from ..structured_config import extended_dataclass, objective_dataclasses, validate_lowercase_nodes
+from .react_align import LAYOUT as REACT_LAYOUT
+from .react_align import ReactPlusPlusPredictorMixin
 from .text_sources import training_text_sources
 
 logger = logging.getLogger("sgg_plugins")
@@ -44,6 +47,7 @@ logger = logging.getLogger("sgg_plugins")
 # What is attached on this host so far: objective -> predictors (by stock layout); another predictor
 # is refused in one line when an objective is enabled on it.
 SUPPORTED = {name: ("MotifPredictor",) for name in NODES}
+SUPPORTED["ALIGN"] += (REACT_LAYOUT,)
 _STATE = {"registered": False}
 
 
@@ -121,11 +125,23 @@ def _lending_head_inputs(forward):
 _CLASSES = {}
 
 
+def predictor_layout(cls):
+    """The module layout the objectives read ``cls`` by: a stock SGB predictor's (SGG-Benchmark keeps
+    their names), or REACT++'s, of the class or a base of it; None for any other."""
+    layout = stock_layout(cls)
+    if layout is None and any(c.__name__ == REACT_LAYOUT for c in cls.__mro__):
+        layout = REACT_LAYOUT
+    return layout
+
+
 def regularized_predictor_class(base, layout):
     """The host predictor class ``base`` with the objectives attached (cached per class)."""
     if base not in _CLASSES:
-        _CLASSES[base] = type(f"Regularized{base.__name__}", (SGGBenchmarkPredictorMixin, base),
-                              {"spec": SPECS[layout], "spec_name": layout})
+        if layout == REACT_LAYOUT:  # no SGB spec: its own ALIGN objective reads it
+            bases, spec = (ReactPlusPlusPredictorMixin, SGGBenchmarkPredictorMixin, base), None
+        else:
+            bases, spec = (SGGBenchmarkPredictorMixin, base), SPECS[layout]
+        _CLASSES[base] = type(f"Regularized{base.__name__}", bases, {"spec": spec, "spec_name": layout})
     return _CLASSES[base]
 
 
@@ -140,14 +156,14 @@ def check_supported(cfg, registry):
     for name in enabled_nodes(cfg.model):
         key = f"model.{name.lower()}.enabled"
         cls = registry.get(predictor)
-        layout = stock_layout(cls) if cls is not None else None
+        layout = predictor_layout(cls) if cls is not None else None
         if layout not in SUPPORTED[name]:
             raise ConfigError(f"{key}=true: model.roi_relation_head.predictor={predictor} is not supported by it on "
                               f"SGG-Benchmark yet; supported: {', '.join(SUPPORTED[name])}")
         # MotifPredictor builds LSTMContext only with a frozen detector; otherwise LSTMContext_RNN
         # (its own object decoder) or, with attributes, AttributeLSTMContext, whose edge context
         # the mirror has not been checked against.
-        if not cfg.model.backbone.freeze or cfg.model.attribute_on:
+        if layout == "MotifPredictor" and (not cfg.model.backbone.freeze or cfg.model.attribute_on):
             raise ConfigError(f"{key}=true on {predictor} needs model.backbone.freeze=true and "
                               "model.attribute_on=false (its LSTMContext); the other contexts are not supported yet")
 
@@ -217,7 +233,7 @@ def register():
         enabled = enabled_nodes(cfg.model)
         if not enabled:
             return cls(cfg, in_channels)
-        layout = stock_layout(cls)
+        layout = predictor_layout(cls)
         logger.info("sgg-plugins: %s with %s", cls.__name__, ", ".join(f"model.{n.lower()}" for n in enabled))
         return regularized_predictor_class(cls, layout)(cfg, in_channels)
 
