@@ -27,14 +27,28 @@ opts' ``MODEL.WEIGHTS``: ``test_net.py`` evaluates the ``MODEL.WEIGHTS`` of its 
 one. SGTR's evaluator has no prediction cache; its result files land in the run folder itself,
 where training's own evaluation writes them too.
 
-For both hosts the seed is also ``PYTHONHASHSEED``, and the test stage first deletes the evaluation
+**SGG-Benchmark** (``tools/sgg_benchmark_train_net.py`` / ``tools/sgg_benchmark_test_net.py``, the
+checkout in ``$SGGB_ROOT``). ``--config-file`` is one of its Hydra configs (``configs/hydra/PSG/
+MotifPredictor.yaml``: its folder and name become ``--config-path`` / ``--config-name``) and ``--task``
+its task. Opts are KEY VALUE pairs as for the other hosts; each pair is passed on as the Hydra
+override ``KEY=VALUE`` (``++solver.max_epoch 2`` -> ``++solver.max_epoch=2``), the built-in variants
+in its lowercase spelling (``model.align.enabled true``). The seed is the host's own ``seed`` key
+(its scripts call ``set_seed(cfg.seed)``). Each run runs in its own run folder: the host's relative
+``output_dir``, ``glove_dir`` and detector paths are taken from the working directory. Training gets
+``--skip-test``; the test runs the host's test script on the run folder (``--checkpoint-dir``: its
+saved config and latest checkpoint) with ``--save-predictions --output-dir <run>/inference``, where its
+evaluator writes the result file; the ``predictions.pth`` it leaves there would be evaluated instead
+of the model by a later test with ``test.allow_load_from_cache``, and is deleted first like every
+evaluation file.
+
+For every host the seed is also ``PYTHONHASHSEED``, and the test stage first deletes the evaluation
 files a previous evaluation left, so a run only ever reports an evaluation its test computed.
 """
 
 import os
 from pathlib import Path
 
-from .plan import DEFAULT_VARIANTS, SGTR_VARIANTS, BenchError, opts_to_dict
+from .plan import DEFAULT_VARIANTS, SGG_BENCHMARK_VARIANTS, SGTR_VARIANTS, BenchError, opts_to_dict
 
 SEED_ENV = "SGG_PLUGINS_SEED"
 # SGB's inference() re-evaluates a cached eval_results.pytorch when this is True (its default).
@@ -178,4 +192,71 @@ class SgtrLaunch:
         return {}
 
 
-LAUNCHES = {"sgb": SgbLaunch, "sgtr": SgtrLaunch}
+class SggBenchmarkLaunch:
+    """How bench runs Maelic/SGG-Benchmark (see the module docstring)."""
+
+    name = "sgg-benchmark"
+    scripts = ("sgg_benchmark_train_net.py", "sgg_benchmark_test_net.py")
+    default_variants = SGG_BENCHMARK_VARIANTS
+    shell_variables = ("SGGB_ROOT", "PYTHONHASHSEED")
+    TASKS = ("predcls", "sgcls", "sgdet")
+    # Set by bench for every run, under any of Hydra's prefixes.
+    BENCH_KEYS = ("seed", "output_dir")
+
+    def __init__(self, args):
+        if args.cwd or args.experiment or args.vg_dir:
+            raise BenchError("--cwd, --experiment and --vg-dir are not options of SGG-Benchmark's launchers")
+        self.config_file = args.config_file
+        self.task = args.task
+        self.launcher_args = []
+        if self.config_file:
+            config = Path(self.config_file).resolve()
+            self.launcher_args = ["--config-path", str(config.parent), "--config-name", config.stem,
+                                  "--task", self.task or ""]
+        self.host_root = None
+
+    def base_plan(self, base_opts):
+        return {"host": self.name, "launcher_args": self.launcher_args, "base_opts": base_opts}
+
+    def bench_record(self):
+        return {"launcher_args": self.launcher_args, "host_root": str(self.host_root)}
+
+    def cwd(self, run):
+        return run.folder
+
+    def check(self, base_opts, variants):
+        from ..hosts.locate import HostNotFoundError
+        from ..hosts.sgg_benchmark import locate_host
+
+        if not self.config_file:
+            raise BenchError("--config-file is required with --host sgg-benchmark (one of its Hydra configs, e.g. "
+                             "$SGGB_ROOT/configs/hydra/PSG/MotifPredictor.yaml)")
+        if not Path(self.config_file).is_file():
+            raise BenchError(f"config file {self.config_file} not found")
+        if self.task not in self.TASKS:
+            raise BenchError(f"--task is required with --host sgg-benchmark: one of {', '.join(self.TASKS)}")
+        try:
+            self.host_root = locate_host()
+        except HostNotFoundError as error:
+            raise BenchError(str(error)) from None
+        for opts in [base_opts] + list(variants.values()):
+            for key in opts[::2]:
+                if key.lstrip("+") in self.BENCH_KEYS:
+                    raise BenchError(f"do not pass {key}: bench sets seed from --seeds and output_dir to "
+                                     f"<out>/<variant>/seed<k>")
+
+    def command(self, run, stage):
+        if stage == "test":
+            return [run.bench.python, str(run.bench.script(stage)), "--checkpoint-dir", str(run.folder),
+                    "--task", self.task, "--save-predictions", "--output-dir", str(run.folder / "inference")]
+        opts = run.plan["base_opts"] + run.plan["variant_opts"]
+        overrides = [f"{key}={value}" for key, value in zip(opts[::2], opts[1::2])]
+        return [run.bench.python, str(run.bench.script(stage)), *self.launcher_args, "--skip-test", *overrides,
+                f"++seed={run.seed}", f"++output_dir={run.folder}"]
+
+    def extra_env(self, run, environ):
+        """The checkout bench found, for the launchers, when ``SGGB_ROOT`` does not name it already."""
+        return {} if "SGGB_ROOT" in environ else {"SGGB_ROOT": str(self.host_root)}
+
+
+LAUNCHES = {"sgb": SgbLaunch, "sgtr": SgtrLaunch, "sgg-benchmark": SggBenchmarkLaunch}

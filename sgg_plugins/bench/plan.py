@@ -23,6 +23,9 @@ BUILTIN_VARIANTS = {
 DEFAULT_VARIANTS = ("baseline", "align", "rcl", "probe", "clipmatch", "mrc", "all")
 # MODEL.ALIGN is the one objective with an SGTR adapter.
 SGTR_VARIANTS = ("baseline", "align")
+# SGG-Benchmark attaches every objective to its Motifs but only ALIGN to REACT++; RCL and CLIPMATCH
+# need text-embedding files in the base opts. By default: the comparison every predictor allows.
+SGG_BENCHMARK_VARIANTS = ("baseline", "align")
 _VARIANT_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
@@ -45,6 +48,8 @@ def parse_variant(text, host="sgb"):
         if host == "sgtr" and name not in SGTR_VARIANTS:
             raise BenchError(f"variant {name!r} is not available on SGTR: only MODEL.ALIGN exists there "
                              f"(SGTR variants: {', '.join(SGTR_VARIANTS)}, or your own --variant NAME=KEY VALUE ...)")
+        if host == "sgg-benchmark":  # its Hydra keys are lowercase, its booleans true / false
+            return name, [item.lower() for item in BUILTIN_VARIANTS[name]]
         return name, list(BUILTIN_VARIANTS[name])
     opts = shlex.split(opts_text)
     if len(opts) % 2:

@@ -10,6 +10,9 @@ launchers; every run gets its own host ``OUTPUT_DIR`` at ``<out>/<variant>/seed<
     sgg-plugins bench --host sgtr --vg-dir data/vg --out bench/sgtr --variants baseline align \\
         --seeds 0 1 2 -- MODEL.WEIGHTS /abs/path/vg_detr.pth ...
 
+    sgg-plugins bench --host sgg-benchmark --config-file $SGGB_ROOT/configs/hydra/PSG/MotifPredictor.yaml \\
+        --task predcls --out bench/sggb --seeds 0 1 2 -- ++datasets.data_dir /abs/data ...
+
 ``--host`` (default ``sgb``) picks the launchers, the seed mechanism and what keeps a test from
 reporting an evaluation it did not compute (``host_commands.py``), and where the results are read
 from (``outputs.host_outputs``). The variants and what makes two plans differ are in ``plan.py``;
@@ -362,7 +365,10 @@ def add_arguments(parser):
                              "result files (default: sgb)")
     parser.add_argument("--config-file", default=None,
                         help="SGB: the host config file, as given to the host scripts (required); SGTR: the "
-                             "experiment's config module (the launcher's --config; default config_vg_sgtr.py)")
+                             "experiment's config module (the launcher's --config; default config_vg_sgtr.py); "
+                             "SGG-Benchmark: one of its Hydra configs (required)")
+    parser.add_argument("--task", choices=("predcls", "sgcls", "sgdet"), default=None,
+                        help="SGG-Benchmark: its scripts' --task (required with --host sgg-benchmark)")
     parser.add_argument("--experiment", default=None,
                         help="SGTR: the experiment folder, absolute or relative to $SGTR_ROOT (default "
                              "playground/sgg/detr.res101.c5.one_stage_rel_tfmer)")
