@@ -109,7 +109,7 @@ def statistics_dir(tmp_path_factory):
 
 
 @pytest.mark.parametrize("head", HEADS)
-@pytest.mark.parametrize("config_name", ["REACT++", "MotifPredictor"])
+@pytest.mark.parametrize("config_name", ["REACT++", "MotifPredictor", "VCTreePredictor", "TransformerPredictor"])
 def test_alignment_gradient_reaches_exactly_the_declared_parameters(coco_data, statistics_dir, config_name, head):  # noqa: F811
     # p = 0.5: with p = 0.1, one seed's draw may mask no row of either input (then tied gives KL 0).
     cfg = host_config(coco_data, statistics_dir, config_name, f"++model.align.head={head}",

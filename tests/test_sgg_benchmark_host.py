@@ -129,8 +129,8 @@ def test_the_vanilla_host_runs_without_the_plugin(coco_data, tmp_path):
     ("model.align.mask_prob=1.5", "error: model.align.mask_prob = 1.5 is not allowed; expected a number in [0.0, 1.0)."),
     ("model.align.mask_prob=often", "error: model.align.mask_prob: Value 'often' of type 'str' could not be converted "
                                     "to Float"),
-    ("model.align.enabled=true ++model.roi_relation_head.predictor=VCTreePredictor",
-     "error: model.align.enabled=true: model.roi_relation_head.predictor=VCTreePredictor is not supported by it"),
+    ("model.align.enabled=true ++model.roi_relation_head.predictor=IMPPredictor",
+     "error: model.align.enabled=true: model.roi_relation_head.predictor=IMPPredictor is not supported by it"),
 ])
 def test_bad_input_stops_before_training_with_one_line(coco_data, tmp_path, override, line):
     result = train(coco_data, tmp_path / "bad", *override.split())

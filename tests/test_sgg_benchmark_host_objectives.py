@@ -1,5 +1,6 @@
 """RCL, PROBE, CLIPMATCH and MRC on Maelic/SGG-Benchmark's MotifPredictor (PredCls, CPU), each
-trained through the launcher with its loss in the host's own training log line; all five together.
+trained through the launcher with its loss in the host's own training log line; all five together
+on its Motifs, VCTree and Transformer.
 Needs a checkout in ``SGGB_ROOT`` (and OpenCLIP for the text banks of RCL and CLIPMATCH).
 
 RCL and CLIPMATCH read their text banks from files computed once, before training, the way the
@@ -71,7 +72,10 @@ def test_each_objective_trains_motifs_predcls(coco_data, tmp_path, text_banks, n
         assert "supervising graph = the foreground pairs" not in log
 
 
-def test_all_five_objectives_train_motifs_predcls_together(coco_data, tmp_path, text_banks):  # noqa: F811
+@pytest.mark.parametrize("predictor", ["MotifPredictor", "VCTreePredictor", "TransformerPredictor"])
+def test_all_five_objectives_train_together_on_each_predictor(coco_data, tmp_path, text_banks, predictor):  # noqa: F811
     overrides = [override for node in ("rcl", "probe", "clipmatch", "mrc") for override in text_banks[node]]
-    assert_trained(train(coco_data, tmp_path / "all", "model.align.enabled=true", *overrides, "--skip-test"),
-                   "loss_align", "loss_rcl", "loss_probe", "loss_clipmatch", "loss_mrc")
+    log = assert_trained(train(coco_data, tmp_path / "all", "model.align.enabled=true", *overrides, "--skip-test",
+                               predictor=predictor),
+                         "loss_align", "loss_rcl", "loss_probe", "loss_clipmatch", "loss_mrc")
+    assert f"sgg-plugins: {predictor} with model.align, model.rcl, model.probe, model.clipmatch, model.mrc" in log

@@ -17,7 +17,8 @@ registry, at run time. ``register()`` changes no host file:
   attached: SGB's ``RegularizedPredictorMixin`` and objectives, read through SGB's table of the
   predictor's module layout (``sgb.specs``). SGG-Benchmark's ``MotifPredictor`` keeps SGB's module
   names and call signatures (``context_layer`` an ``LSTMContext`` with ``edge_ctx``, ``post_emb``,
-  ``post_cat``, ``up_dim``, ``rel_compress``, ``freq_bias.obj_baseline``); what differs is the
+  ``post_cat``, ``up_dim``, ``rel_compress``, ``freq_bias.obj_baseline``), and so do its
+  ``VCTreePredictor`` and ``TransformerPredictor``; what differs is the
   proposals, dicts rather than BoxLists, which ``SGGBenchmarkStep`` reads and rebuilds (PROBE's
   augmented view, MRC's one-object images); the relation head lends each image's relation matrix
   (PROBE's supervising graph), and RCL's and CLIPMATCH's text banks read the COCO-JSON training
@@ -46,7 +47,7 @@ logger = logging.getLogger("sgg_plugins")
 
 # What is attached on this host so far: objective -> predictors (by stock layout); another predictor
 # is refused in one line when an objective is enabled on it.
-SUPPORTED = {name: ("MotifPredictor",) for name in NODES}
+SUPPORTED = {name: ("MotifPredictor", "VCTreePredictor", "TransformerPredictor") for name in NODES}
 SUPPORTED["ALIGN"] += (REACT_LAYOUT,)
 _STATE = {"registered": False}
 
