@@ -168,7 +168,8 @@ def test_rcl_fails_before_training_with_one_config_line(no_sentence_transformers
     with pytest.raises(ConfigError) as error:
         regularized_predictor_class(fake.MotifPredictor)(cfg, fake.IN_CHANNELS)
     message = str(error.value)
-    assert message.startswith("MODEL.RCL: ") and "\n" not in message and "pip install sentence-transformers" in message
+    # The line names the key to fix, once (not "MODEL.RCL: MODEL.RCL.CLIP_MODEL ...").
+    assert message.startswith("MODEL.RCL.CLIP_MODEL ") and "\n" not in message and "pip install sentence-transformers" in message
 
 
 def test_bad_model_names_fail_at_once_naming_the_fix(tmp_path, monkeypatch):
