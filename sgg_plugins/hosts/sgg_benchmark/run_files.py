@@ -8,7 +8,7 @@ vanilla schema has no ``model.align`` (``Key 'align' not in 'ModelConfig'``), so
 an objective would not evaluate in the vanilla host if its config files held the objectives' nodes.
 
 While the plug-in is installed, ``OmegaConf.save`` of a config whose ``model`` holds them writes
-the config without them, byte for byte what the vanilla host writes for the same run, and the nodes
+the config without them (the host's own keys only), and the nodes
 beside it in ``sgg_plugins.yaml`` (``model.<objective>.<key>``): the record of what trained the
 model. The objectives are training-time only, so evaluating the run needs nothing of that file;
 the host's checkpoint loader ignores the objectives' extra parameters (``sgg_plugins.*``).
