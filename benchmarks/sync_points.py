@@ -274,32 +274,19 @@ def fake_text_banks():
     """RCL's and CLIPMATCH's text banks from random tables over the fake classes: no CLIP, no dataset."""
     sys.path.insert(0, str(REPO / "tests"))
     import fake_sgb as fake
-    import torch.nn.functional as F
     from sgg_plugins.hosts.sgb.objectives import clipmatch, rcl
     from sgg_plugins.text.candidates import CandidateTextBank
-    from sgg_plugins.text.bank import TextEmbeddingBank
-    from sgg_plugins.text.glove import WordVectorPhrases
 
-    obj = [f"o{i}" for i in range(fake.NUM_OBJ_CLASSES)]
-    pred = [f"r{i}" for i in range(fake.NUM_REL_CLASSES)]
-    grid = torch.cartesian_prod(torch.arange(1, fake.NUM_OBJ_CLASSES), torch.arange(1, fake.NUM_REL_CLASSES),
-                                torch.arange(1, fake.NUM_OBJ_CLASSES))
-    gen = torch.Generator().manual_seed(0)
-
-    def unit(*shape):
-        return F.normalize(torch.randn(*shape, 8, generator=gen), dim=-1)
-
-    def bank(obj_classes, pred_classes, triplets, **kwargs):
-        o, p = len(obj_classes), len(pred_classes)
-        return TextEmbeddingBank(unit(o), unit(p), unit(o, p), unit(p, o), triplets, unit(len(triplets)))
+    text = fake.FakeText()
 
     def candidate_bank(obj_classes, pred_classes, pairs, **kwargs):
         pairs = torch.unique(pairs, dim=0)
-        return CandidateTextBank(pairs, unit(len(pairs), len(pred_classes) - 1), unit(), len(obj_classes) - 1)
+        return CandidateTextBank(pairs, text.unit(len(pairs), len(pred_classes) - 1), text.unit(),
+                                 len(obj_classes) - 1)
 
-    patches = [(rcl, "training_text_sources", lambda config: (obj, pred, grid)), (rcl, "load_or_compute_bank", bank),
-               (rcl, "glove_phrases", lambda o, p, glove_dir, dim: WordVectorPhrases.from_classes(o, p, {}, dim)),
-               (clipmatch, "candidate_sources", lambda config: (obj, pred, grid)),
+    patches = [(rcl, "training_text_sources", text.sources), (rcl, "load_or_compute_bank", text.bank),
+               (rcl, "glove_phrases", text.glove_phrases),
+               (clipmatch, "candidate_sources", text.sources),
                (clipmatch, "load_or_compute_candidate_bank", candidate_bank)]
     saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
     for module, name, value in patches:

@@ -7,17 +7,22 @@ small and in our own words; the numbers they compute are not the host's, only th
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 from yacs.config import CfgNode
 
 from sgg_plugins.config import add_sgg_plugins_config
+from sgg_plugins.text.bank import TextEmbeddingBank
+from sgg_plugins.text.glove import WordVectorPhrases
 
 NUM_OBJ_CLASSES = 6
 NUM_REL_CLASSES = 5
 IN_CHANNELS = 12
 HIDDEN = 8
 POOLING = 10
+OBJ_NAMES = [f"o{i}" for i in range(NUM_OBJ_CLASSES)]
+PRED_NAMES = [f"r{i}" for i in range(NUM_REL_CLASSES)]
 
 
 class FakeBoxList:
@@ -296,3 +301,32 @@ def make_batch(seed=0, num_objs=(4, 3)):
     roi = torch.randn(sum(num_objs), IN_CHANNELS, generator=g, requires_grad=True)
     union = torch.randn(num_rels, POOLING, generator=g, requires_grad=True)
     return proposals, pairs, labels, [l.clone() for l in labels], roi, union
+
+
+class FakeText:
+    """Stand-ins for RCL's text sources over the fake classes (every triplet they allow), random
+    CLIP tables drawn in build order from one seeded generator, and word vectors: no CLIP, no dataset."""
+
+    def __init__(self, seed=0, dim=8):
+        self.grid = torch.cartesian_prod(torch.arange(1, NUM_OBJ_CLASSES), torch.arange(1, NUM_REL_CLASSES),
+                                         torch.arange(1, NUM_OBJ_CLASSES))
+        self.gen = torch.Generator().manual_seed(seed)
+        self.dim = dim
+
+    def unit(self, *shape):
+        return F.normalize(torch.randn(*shape, self.dim, generator=self.gen), dim=-1)
+
+    def sources(self, config):
+        """``rcl.training_text_sources`` (and CLIPMATCH's ``candidate_sources``)."""
+        return OBJ_NAMES, PRED_NAMES, self.grid
+
+    def bank(self, obj_classes, pred_classes, triplets, **kwargs):
+        """``rcl.load_or_compute_bank``."""
+        o, p = len(obj_classes), len(pred_classes)
+        unit = self.unit
+        return TextEmbeddingBank(unit(o), unit(p), unit(o, p), unit(p, o), triplets, unit(len(triplets)))
+
+    @staticmethod
+    def glove_phrases(obj, pred, glove_dir, dim):
+        """``rcl.glove_phrases``: stand-in word vectors."""
+        return WordVectorPhrases.from_classes(obj, pred, {}, dim)

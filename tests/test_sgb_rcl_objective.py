@@ -4,36 +4,19 @@ import logging
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import fake_sgb as fake
 from sgg_plugins.hosts.sgb.objectives import rcl
 from sgg_plugins.hosts.sgb.predictors import regularized_predictor_class
-from sgg_plugins.text.bank import TextEmbeddingBank
-from sgg_plugins.text.glove import WordVectorPhrases
-
-OBJ = [f"o{i}" for i in range(fake.NUM_OBJ_CLASSES)]
-PRED = [f"r{i}" for i in range(fake.NUM_REL_CLASSES)]
 
 
 @pytest.fixture
 def text(monkeypatch):
     """Every triplet the fake classes allow, random CLIP tables, stand-in word vectors."""
-    grid = torch.cartesian_prod(torch.arange(1, fake.NUM_OBJ_CLASSES), torch.arange(1, fake.NUM_REL_CLASSES),
-                                torch.arange(1, fake.NUM_OBJ_CLASSES))
-    gen = torch.Generator().manual_seed(0)
-
-    def unit(*shape):
-        return F.normalize(torch.randn(*shape, 8, generator=gen), dim=-1)
-
-    def bank(obj_classes, pred_classes, triplets, **kwargs):
-        o, p = len(obj_classes), len(pred_classes)
-        return TextEmbeddingBank(unit(o), unit(p), unit(o, p), unit(p, o), triplets, unit(len(triplets)))
-
-    monkeypatch.setattr(rcl, "training_text_sources", lambda config: (OBJ, PRED, grid))
-    monkeypatch.setattr(rcl, "load_or_compute_bank", bank)
-    monkeypatch.setattr(rcl, "glove_phrases",
-                        lambda obj, pred, glove_dir, dim: WordVectorPhrases.from_classes(obj, pred, {}, dim))
+    fakes = fake.FakeText()
+    monkeypatch.setattr(rcl, "training_text_sources", fakes.sources)
+    monkeypatch.setattr(rcl, "load_or_compute_bank", fakes.bank)
+    monkeypatch.setattr(rcl, "glove_phrases", fakes.glove_phrases)
 
 
 def build(**opts):
@@ -112,7 +95,7 @@ def test_glove_dim_reads_its_own_width_beside_the_hosts_and_a_missing_file_is_on
     from sgg_plugins.text import glove
 
     monkeypatch.setattr(rcl, "glove_phrases", glove.glove_phrases)  # the real reader, not the fixture's
-    words = {name: [float(i), 1.0, -1.0] for i, name in enumerate(OBJ + PRED)}
+    words = {name: [float(i), 1.0, -1.0] for i, name in enumerate(fake.OBJ_NAMES + fake.PRED_NAMES)}
     (tmp_path / "glove.6B.3d.txt").write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in words.items()))
     cfg = fake.make_cfg("MotifPredictor", RCL_ENABLED=True, RCL_EMBED_DIM=16, RCL_SAMPLING_EMBEDDINGS="glove",
                         RCL_GLOVE_DIM=3)

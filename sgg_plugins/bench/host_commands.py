@@ -114,7 +114,23 @@ class SgbLaunch:
         return extra
 
 
-class SgtrLaunch:
+class RunFolderLaunch:
+    """What SGTR and SGG-Benchmark share: each run runs in its own run folder, the launcher gets
+    ``launcher_args``, and ``check`` sets ``host_root`` to the checkout it found."""
+
+    host_root = None
+
+    def base_plan(self, base_opts):
+        return {"host": self.name, "launcher_args": self.launcher_args, "base_opts": base_opts}
+
+    def bench_record(self):
+        return {"launcher_args": self.launcher_args, "host_root": str(self.host_root)}
+
+    def cwd(self, run):
+        return run.folder
+
+
+class SgtrLaunch(RunFolderLaunch):
     """How bench runs SGTR (see the module docstring)."""
 
     name = "sgtr"
@@ -133,16 +149,6 @@ class SgtrLaunch:
             if value:
                 self.launcher_args += [option, value]
         self.out = Path(args.out).resolve()
-        self.host_root = None
-
-    def base_plan(self, base_opts):
-        return {"host": self.name, "launcher_args": self.launcher_args, "base_opts": base_opts}
-
-    def bench_record(self):
-        return {"launcher_args": self.launcher_args, "host_root": str(self.host_root)}
-
-    def cwd(self, run):
-        return run.folder
 
     def check(self, base_opts, variants):
         from ..config import ConfigError
@@ -192,7 +198,7 @@ class SgtrLaunch:
         return {}
 
 
-class SggBenchmarkLaunch:
+class SggBenchmarkLaunch(RunFolderLaunch):
     """How bench runs Maelic/SGG-Benchmark (see the module docstring)."""
 
     name = "sgg-benchmark"
@@ -213,16 +219,6 @@ class SggBenchmarkLaunch:
             config = Path(self.config_file).resolve()
             self.launcher_args = ["--config-path", str(config.parent), "--config-name", config.stem,
                                   "--task", self.task or ""]
-        self.host_root = None
-
-    def base_plan(self, base_opts):
-        return {"host": self.name, "launcher_args": self.launcher_args, "base_opts": base_opts}
-
-    def bench_record(self):
-        return {"launcher_args": self.launcher_args, "host_root": str(self.host_root)}
-
-    def cwd(self, run):
-        return run.folder
 
     def check(self, base_opts, variants):
         from ..hosts.locate import HostNotFoundError

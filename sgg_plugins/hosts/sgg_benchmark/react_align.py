@@ -46,9 +46,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...regularizers.align import UntiedMLPHead, alignment_kl, mask_input, supervised_alignment_loss
-from ..hooks import Tap, capture, has_path, overridden_method, patched_attribute, replace_outputs, resolve
-from ..sgb.objectives.base import SGBObjective
+from ...regularizers.align import UntiedMLPHead
+from ..hooks import Tap, capture, has_path, overridden_method, patched_attribute, replace_outputs
+from ..sgb.objectives.align import MirroredAlignment
 
 LAYOUT = "REACTPlusPlusPredictor"
 # The relation-representation path, in forward order; the context branch is one of two flavours.
@@ -69,8 +69,8 @@ def prototype_logits(relation, prototypes, projection, logit_scale):
     return rel @ protos.t() * logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 
 
-class ReactPlusPlusAlignObjective(SGBObjective):
-    node = "ALIGN"
+class ReactPlusPlusAlignObjective(MirroredAlignment):
+    """The mirror of the module docstring; its loss is SGB's (``MirroredAlignment.losses``)."""
 
     def __init__(self, predictor, config):
         super().__init__()
@@ -102,24 +102,12 @@ class ReactPlusPlusAlignObjective(SGBObjective):
         """The predictor's own Parameters (not modules) the alignment trains: the classifier's, when tied."""
         return CLASSIFIER_PARAMETERS if self.cfg.HEAD == "tied" else ()
 
-    def losses(self, step):
-        cfg = self.cfg
-        predictor = step.predictor
+    def _mirror_pass(self, step):
         relation, _ = self._pass(step, masked=True)
-        mirror_logits = self._mirror_logits(step, relation)
-        if cfg.LOSS == "supervised":
-            return {"loss_align": cfg.SUPERVISED_WEIGHT * supervised_alignment_loss(mirror_logits,
-                                                                                   step.rel_labels_cat)}
-        if step.dropout_ran([resolve(predictor, p) for p in self.mirrored_modules(predictor)]):
-            with torch.no_grad():
-                _, target = self._pass(step, masked=False)
-        else:
-            target = step.rel_logits
-        loss = alignment_kl(mirror_logits, target, direction=cfg.KL_DIRECTION, reduction=cfg.KL_REDUCTION)
-        return {"loss_align": cfg.WEIGHT * loss}
+        return self._mirror_logits(step, relation)
 
-    def _mask(self, x):
-        return mask_input(x, self.cfg.MASK_PROB, unit=self.cfg.MASK_UNIT)
+    def _target_pass(self, step):
+        return self._pass(step, masked=False)[1]
 
     def _pass(self, step, masked):
         """One extra pass of REACT++'s forward: (the relation representation at ``proj_head``'s

@@ -54,9 +54,36 @@ def _first_tensor(union):
     return union[0] if isinstance(union, (tuple, list)) else union
 
 
-class AlignObjective(SGBObjective):
+class MirroredAlignment(SGBObjective):
+    """ALIGN's loss, whatever the mirror: the mirror's relation logits against the original's (Eq. 2),
+    or the supervised loss on the mirror (Table 3 'SA'). A host's mirror gives ``mirrored_modules``,
+    ``_mirror_pass(step)`` (the mirror's relation logits) and ``_target_pass(step)`` (the original's
+    same part rerun unmasked without dropout, called under no_grad only when dropout ran in it)."""
+
     node = "ALIGN"
 
+    def losses(self, step):
+        cfg = self.cfg
+        predictor = step.predictor
+        mirror_logits = self._mirror_pass(step)
+        if cfg.LOSS == "supervised":
+            # Table 3 'SA': "plug the same supervised loss in the mirrored relation predictor", at
+            # the host's own weight (SUPERVISED_WEIGHT), not λ.
+            loss = supervised_alignment_loss(mirror_logits, step.rel_labels_cat)
+            return {"loss_align": cfg.SUPERVISED_WEIGHT * loss}
+        if step.dropout_ran([resolve(predictor, p) for p in self.mirrored_modules(predictor)]):
+            with torch.no_grad():
+                target = self._target_pass(step)
+        else:
+            target = step.rel_logits
+        loss = alignment_kl(mirror_logits, target, direction=cfg.KL_DIRECTION, reduction=cfg.KL_REDUCTION)
+        return {"loss_align": cfg.WEIGHT * loss}
+
+    def _mask(self, x):
+        return mask_input(x, self.cfg.MASK_PROB, unit=self.cfg.MASK_UNIT)
+
+
+class AlignObjective(MirroredAlignment):
     def __init__(self, predictor, config):
         super().__init__()
         self.cfg = cfg = config.MODEL.ALIGN
@@ -118,26 +145,12 @@ class AlignObjective(SGBObjective):
             head = spec.head
         return tuple(p for p in shared + head if has_path(predictor, p))
 
-    # ------------------------------------------------------------------ the loss
-    def losses(self, step):
-        cfg = self.cfg
-        predictor = step.predictor
-        mirror_logits = self._run(step, mirrored=True)
-        if cfg.LOSS == "supervised":
-            # Table 3 'SA': "plug the same supervised loss in the mirrored relation predictor", at
-            # the host's own weight (SUPERVISED_WEIGHT), not λ.
-            loss = supervised_alignment_loss(mirror_logits, step.rel_labels_cat)
-            return {"loss_align": cfg.SUPERVISED_WEIGHT * loss}
-        if step.dropout_ran([resolve(predictor, p) for p in self.mirrored_modules(predictor)]):
-            with torch.no_grad():
-                target = self._run(step, mirrored=False)
-        else:
-            target = step.rel_logits
-        loss = alignment_kl(mirror_logits, target, direction=cfg.KL_DIRECTION, reduction=cfg.KL_REDUCTION)
-        return {"loss_align": cfg.WEIGHT * loss}
+    # ------------------------------------------------------------------ the passes
+    def _mirror_pass(self, step):
+        return self._run(step, mirrored=True)
 
-    def _mask(self, x):
-        return mask_input(x, self.cfg.MASK_PROB, unit=self.cfg.MASK_UNIT)
+    def _target_pass(self, step):
+        return self._run(step, mirrored=False)
 
     def _run(self, step, mirrored):
         """Relation logits of the mirror (masked inputs, untied head, no prior) or, with
