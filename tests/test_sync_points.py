@@ -33,6 +33,10 @@ BUDGETS = {"ALIGN": 0, "RCL": 3, "PROBE": 2, "CLIPMATCH": 4, "MRC": 0, "all five
 def test_losses_and_gradients_are_bit_identical_to_the_code_before_the_sync_changes(case):
     opts = dict(CASES[case])
     row = opts.pop("row", case)
+    if row in ("RCL", "all five"):
+        # The reference was recorded when RCL learned its logit scale by default (its gradient is in
+        # the digests); the default is now a fixed τ, so the comparison keeps the learned scale.
+        opts["RCL_LEARN_TEMPERATURE"] = True
     assert sp.digests(sp.step_outputs(row, **opts)) == REFERENCE[case]
 
 
