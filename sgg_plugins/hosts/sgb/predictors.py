@@ -37,6 +37,9 @@ class RegularizedPredictorMixin:
     step_class = Step
     # Node -> objective class; a predictor of another layout (SGG-Benchmark's REACT++) supplies its own.
     objectives = OBJECTIVES
+    # (config, node) -> the training split's classes and triplets for RCL's and CLIPMATCH's text
+    # banks; None reads SGB's VG-SGG.h5 (objectives.base.training_split). SGG-Benchmark supplies one.
+    training_text_sources = None
 
     def __init__(self, config, in_channels):
         super().__init__(config, in_channels)

@@ -133,3 +133,12 @@ def text_encoder_device(config):
     host's launcher sets before the model is built.
     """
     return torch.device(getattr(getattr(config, "MODEL", None), "DEVICE", "cpu") or "cpu")
+
+
+def training_split(predictor, config, node, vg_reader):
+    """(obj_classes, pred_classes, [T, 3] triplets) of the training split, for RCL's and CLIPMATCH's
+    text banks: the host's own reader where its predictor declares one (``training_text_sources``:
+    SGG-Benchmark's COCO JSON), else ``vg_reader(config)``, SGB's VG-SGG.h5."""
+    host_reader = predictor.training_text_sources
+    return host_reader(config, node) if host_reader else vg_reader(config)
+

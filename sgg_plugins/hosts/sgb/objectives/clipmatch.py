@@ -26,7 +26,7 @@ from ....config import ConfigError
 from ....regularizers.clipmatch import PredicateMatchingLoss
 from ....text.candidates import load_or_compute_candidate_bank
 from ...hooks import Tap, resolve
-from .base import SGBObjective, require, text_encoder_device
+from .base import SGBObjective, require, text_encoder_device, training_split
 from ..catalog import training_text_sources
 from ..text_banks import candidate_bank_arguments, text_bank_error_line
 
@@ -44,9 +44,7 @@ class ClipMatchObjective(SGBObjective):
             raise ConfigError(f"MODEL.CLIPMATCH: {type(predictor).__name__} has no single relation "
                               f"representation (its logits sum several classifiers); disable MODEL.CLIPMATCH for it.")
         require(predictor, (spec.relation_feature,), self.node)
-        # A host whose training split is not in SGB's VG-SGG.h5 (SGG-Benchmark's COCO JSON) reads it itself.
-        host_reader = getattr(predictor, "training_text_sources", None)
-        obj_classes, pred_classes, triplets = host_reader(config, self.node) if host_reader else candidate_sources(config)
+        obj_classes, pred_classes, triplets = training_split(predictor, config, self.node, candidate_sources)
         try:
             self.text_bank = load_or_compute_candidate_bank(
                 obj_classes, pred_classes, triplets[:, [0, 2]], device=text_encoder_device(config),

@@ -45,7 +45,7 @@ from ....text.glove import GloveUnavailableError, glove_phrases
 from ...hooks import Tap, resolve
 from ..catalog import training_text_sources
 from ..text_banks import TEXT_BANK_ERRORS, rcl_bank_arguments, text_bank_error_line
-from .base import SGBObjective, require, text_encoder_device
+from .base import SGBObjective, require, text_encoder_device, training_split
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +70,7 @@ class RclObjective(SGBObjective):
         require(predictor, (spec.relation_feature, spec.object_feature.path, spec.object_dim.rpartition(".")[0]),
                 self.node)
         try:
-            # A host whose training split is not in SGB's VG-SGG.h5 (SGG-Benchmark's COCO JSON) reads it itself.
-            host_reader = getattr(predictor, "training_text_sources", None)
-            obj_classes, pred_classes, triplets = (host_reader(config, self.node) if host_reader
-                                                   else training_text_sources(config))
+            obj_classes, pred_classes, triplets = training_split(predictor, config, self.node, training_text_sources)
             self.text_bank = load_or_compute_bank(obj_classes, pred_classes, triplets, **rcl_bank_arguments(cfg),
                                                   device=text_encoder_device(config))
         except TEXT_BANK_ERRORS as error:
