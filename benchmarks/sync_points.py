@@ -54,6 +54,7 @@ import collections
 import contextlib
 import json
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -374,6 +375,48 @@ def digests(outputs):
         return hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode() + t.numpy().tobytes()).hexdigest()[:24]
 
     return {name: digest(t) for name, t in sorted(outputs.items())}
+
+
+def fingerprints(outputs, waves=3):
+    """{name: [norm, projection, ...]}: each tensor as float64 numbers that another machine compares
+    with a tolerance (a CPU with other vector units or BLAS code paths sums in another order, so its
+    bits differ). The projections are onto fixed unit waves ∝ cos(k · 0.618 · i), k = 1..``waves``:
+    a change larger than rounding moves the norm or one of them."""
+    result = {}
+    for name, t in sorted(outputs.items()):
+        flat = t.detach().reshape(-1).double()
+        index = torch.arange(flat.numel(), dtype=torch.float64)
+        numbers = [float(flat.norm())]
+        for k in range(1, waves + 1):
+            wave = torch.cos(k * 0.618 * index)
+            numbers.append(float(flat @ (wave / wave.norm().clamp_min(1e-12))))
+        result[name] = numbers
+    return result
+
+
+def fingerprint_mismatches(found, reference, rtol=1e-3, atol=1e-6):
+    """Names whose fingerprints differ by more than ``rtol`` of the tensor's norm plus ``atol``: a unit
+    wave's projection moves by at most the change of the tensor (Cauchy–Schwarz), so one bound serves
+    all. Measured between this machine's AVX512, AVX2 and scalar kernels (``ATEN_CPU_CAPABILITY``):
+    at most 1.9e-5 of the norm, and gradients that are rounding alone (a bias before a BatchNorm,
+    norm 1e-10) differ by all of themselves, hence ``atol``."""
+    names = sorted(found.keys() | reference.keys())
+    return [name for name in names
+            if name not in found or name not in reference
+            or any(abs(a - b) > rtol * max(found[name][0], reference[name][0]) + atol
+                   for a, b in zip(found[name], reference[name]))]
+
+
+def machine():
+    """What decides a CPU run's bits: the torch build, the kernels' vector capability, the processor
+    (BLAS libraries choose code paths by vendor and model) and the threads a reduction is split over
+    (``OMP_NUM_THREADS``, else one per core)."""
+    import re
+    cpuinfo = Path("/proc/cpuinfo")
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M) if cpuinfo.exists() else None
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "processor": model.group(1).strip() if model else platform.processor(),
+            "threads": int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())}
 
 
 def table(rows, predictor="MotifPredictor"):
