@@ -394,6 +394,11 @@ def test_recorded_command_paths_are_made_relative(tmp_path):
     host_config = ["/usr/local/bin/sgg-plugins", "bench", "--config-file", str(tmp_path / "sgb" / "configs" / "x.yaml")]
     assert relative_command(host_config, bench_dir, environ={"SGB_ROOT": str(tmp_path / "sgb")}) == [
         "sgg-plugins", "bench", "--config-file", "$SGB_ROOT/configs/x.yaml"]
+    # A variant's option list is one argument: the paths inside it are made portable too.
+    variant = ["/usr/local/bin/sgg-plugins", "bench", "--variant",
+               f"clipmatch=MODEL.CLIPMATCH.ENABLED True MODEL.CLIPMATCH.CLIP_PRETRAINED {tmp_path}/clip.pt"]
+    assert relative_command(variant, bench_dir, environ={}) == [
+        "sgg-plugins", "bench", "--variant", "clipmatch=MODEL.CLIPMATCH.ENABLED True MODEL.CLIPMATCH.CLIP_PRETRAINED ../clip.pt"]
 
 
 def _one_run_bench(bench_dir, record_test_started=None, test_command_cache="False", cleared=None):

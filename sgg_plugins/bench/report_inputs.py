@@ -26,7 +26,7 @@ def relative_to(path, bench_dir):
 
 # A path inside a host checkout is written as under its variable: the checkout's place is the
 # reporting machine's, not the bench's.
-HOST_ROOT_VARIABLES = ("SGB_ROOT", "SGTR_ROOT")
+HOST_ROOT_VARIABLES = ("SGB_ROOT", "SGTR_ROOT", "SGGB_ROOT")
 
 
 def portable_path(path, bench_dir, environ=os.environ):
@@ -45,16 +45,17 @@ def relative_command(command, bench_dir, environ=os.environ):
 
     The program itself is named by its file name (``sgg-plugins``), as a user would type it.
     """
-    out = [os.path.basename(command[0])] if command else []
-    for token in command[1:]:
+    def portable(token):
+        if " " in token:  # a variant's "name=opts" holds a whole option list in one argument
+            return " ".join(portable(word) for word in token.split(" "))
         if os.path.isabs(token):
-            out.append(portable_path(token, bench_dir, environ))
-        elif "=" in token and os.path.isabs(token.partition("=")[2]):
-            key, _, value = token.partition("=")
-            out.append(f"{key}={portable_path(value, bench_dir, environ)}")
-        else:
-            out.append(token)
-    return out
+            return portable_path(token, bench_dir, environ)
+        key, equals, value = token.partition("=")
+        if equals and os.path.isabs(value):
+            return f"{key}={portable_path(value, bench_dir, environ)}"
+        return token
+
+    return ([os.path.basename(command[0])] if command else []) + [portable(token) for token in command[1:]]
 
 
 def load_plan(bench_dir, only_variants=None):
