@@ -21,7 +21,7 @@ def test_defaults_follow_methods_md():
     assert (p.WEIGHT, p.RANK, p.FEATURE, p.MAX_DISTANCE, p.CONTRAST_WEIGHT, p.TEMPERATURE) == (
         1.0, 128, "edge_ctx", 4, 1.0, 0.1)
     assert (p.VIEW, p.PROJECTION_DIM, r.SAMPLING_EMBEDDINGS, r.ADAPTER) == ("augment", 256, "glove", "linear")
-    assert (a.MASK_UNIT, a.KL_REDUCTION, a.HEAD_HIDDEN_DIM, a.SUPERVISED_WEIGHT) == ("relation", "relation", 0, 1.0)
+    assert (a.MASK_UNIT, a.KL_REDUCTION, a.HEAD_HIDDEN_DIM, a.SUPERVISED_WEIGHT) == ("relation", "element", 0, 1.0)
     c, m = cfg.MODEL.CLIPMATCH, cfg.MODEL.MRC
     assert (c.ENABLED, c.WEIGHT, c.PROMPT, c.NULL_PROMPT, c.TEMPERATURE) == (
         False, 1.0, "{subject} {predicate} {object}", "null relation", 0.07)

@@ -138,7 +138,8 @@ def test_losses_are_weighted_kls_at_the_last_layer_bernoulli_for_the_focal_predi
         plugin._structural_decoder_pass = spy
         out = model(*batch())
         for i, (key, dist) in enumerate(zip(ALIGN_KEYS, (distribution, "softmax", "softmax"))):
-            expected = 10.0 * alignment_kl(captured["mirror"][i], captured["target"][i], distribution=dist)
+            expected = 10.0 * alignment_kl(captured["mirror"][i], captured["target"][i], distribution=dist,
+                                               reduction=plugin.reduction)
             assert torch.allclose(out[key], expected)
             assert out[key].item() > 0
         assert captured["mirror"][0].shape[-1] == model.rel_class_embed.out_features
