@@ -55,6 +55,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -411,7 +412,6 @@ def machine():
     """What decides a CPU run's bits: the torch build, the kernels' vector capability, the processor
     (BLAS libraries choose code paths by vendor and model) and the threads a reduction is split over
     (``OMP_NUM_THREADS``, else one per core)."""
-    import re
     cpuinfo = Path("/proc/cpuinfo")
     model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M) if cpuinfo.exists() else None
     return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -394,6 +394,9 @@ def test_recorded_command_paths_are_made_relative(tmp_path):
     host_config = ["/usr/local/bin/sgg-plugins", "bench", "--config-file", str(tmp_path / "sgb" / "configs" / "x.yaml")]
     assert relative_command(host_config, bench_dir, environ={"SGB_ROOT": str(tmp_path / "sgb")}) == [
         "sgg-plugins", "bench", "--config-file", "$SGB_ROOT/configs/x.yaml"]
+    sggb_config = ["/usr/local/bin/sgg-plugins", "bench", "--config-file", str(tmp_path / "sggb" / "configs" / "x.yaml")]
+    assert relative_command(sggb_config, bench_dir, environ={"SGGB_ROOT": str(tmp_path / "sggb")}) == [
+        "sgg-plugins", "bench", "--config-file", "$SGGB_ROOT/configs/x.yaml"]
     # A variant's option list is one argument: the paths inside it are made portable too.
     variant = ["/usr/local/bin/sgg-plugins", "bench", "--variant",
                f"clipmatch=MODEL.CLIPMATCH.ENABLED True MODEL.CLIPMATCH.CLIP_PRETRAINED {tmp_path}/clip.pt"]

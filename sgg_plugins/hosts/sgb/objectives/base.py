@@ -141,4 +141,3 @@ def training_split(predictor, config, node, vg_reader):
     SGG-Benchmark's COCO JSON), else ``vg_reader(config)``, SGB's VG-SGG.h5."""
     host_reader = predictor.training_text_sources
     return host_reader(config, node) if host_reader else vg_reader(config)
-
