@@ -23,6 +23,7 @@ from sgg_plugins.bench.report_inputs import ReportError  # noqa: E402
 from sgg_plugins.bench.report_statistics import (  # noqa: E402
     detectable_difference,
     f_at_k,
+    mean_recall_std_with_each_held,
     mean_recall_variance_shares,
     paired_test,
 )
@@ -199,6 +200,17 @@ def test_variance_shares_of_mean_recall_against_a_hand_computation():
     assert mean_recall_variance_shares([[0.3, 0.3], [0.5, 0.5]]) is None  # mR did not move
 
 
+def test_std_with_each_predicate_held_against_a_loop_over_predicates():
+    # Hold predicate i at its mean over the seeds, recompute mR on every seed, take the sample std.
+    recalls = [[0.0, 0.5, 1.0, 0.0], [1.0, 0.5, 0.0, 0.25], [0.2, 0.2, 0.5, 0.9], [0.0, 0.0, 0.67, 0.0]]
+    expected = []
+    for i, row in enumerate(recalls):
+        held = [list(r) for r in recalls]
+        held[i] = [statistics.fmean(row)] * len(row)
+        expected.append(statistics.stdev(statistics.fmean(column) for column in zip(*held)))
+    assert mean_recall_std_with_each_held(recalls) == pytest.approx(expected)
+
+
 def test_the_report_says_which_predicates_make_the_baselines_spread(bench):
     _, out, report = bench
     # Every fixture predicate is the run's mR@100 plus a constant, so each carries 1/6 of the spread.
@@ -210,6 +222,11 @@ def test_the_report_says_which_predicates_make_the_baselines_spread(bench):
     assert "| 17 % |" in md
     csv_text = (out / "report.csv").read_text()
     assert csv_text.count(",variance_share,") == 6
+    # Holding one of the six at its mean leaves 5/6 of the run-to-run movement of mR@100.
+    baseline_std = report["noise_floor"]["mR@100"]["baseline_std"]
+    held = [p["baseline_std_if_held"] for p in report["predicates"]]
+    assert held == pytest.approx([baseline_std * 5 / 6] * 6)
+    assert "mR@100 std if held" in md and csv_text.count(",mR@100_std_if_held,") == 6
 
 
 def test_f_at_k_is_the_harmonic_mean_of_recall_and_mean_recall():

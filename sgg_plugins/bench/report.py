@@ -57,7 +57,8 @@ from .report_inputs import (
 )
 from .report_markdown import write_markdown
 from .report_plots import plot_losses, plot_per_predicate
-from .report_statistics import detectable_difference, f_at_k, mean_recall_variance_shares, mean_std, paired_test
+from .report_statistics import (detectable_difference, f_at_k, mean_recall_std_with_each_held, mean_recall_variance_shares,
+                                mean_std, paired_test)
 from .results import HOST_NUM_VAL_IMAGES, ResultError
 
 
@@ -145,12 +146,14 @@ def build_report(args):
     if baseline is not None:
         spread_seeds = [s for s in seeds if all(p[f"R@{SPLIT_K}"][baseline]["by_seed"].get(s) is not None
                                                 for p in predicates)]
-    shares = None
+    shares = held_std = None
     if len(spread_seeds) >= 2:
-        shares = mean_recall_variance_shares(
-            [[p[f"R@{SPLIT_K}"][baseline]["by_seed"][s] for s in spread_seeds] for p in predicates])
+        baseline_recalls = [[p[f"R@{SPLIT_K}"][baseline]["by_seed"][s] for s in spread_seeds] for p in predicates]
+        shares = mean_recall_variance_shares(baseline_recalls)
+        held_std = mean_recall_std_with_each_held(baseline_recalls)
     for i, predicate in enumerate(predicates):
         predicate["baseline_variance_share"] = shares[i] if shares else None
+        predicate["baseline_std_if_held"] = held_std[i] if shares else None
 
     return {
         "bench_dir": ".",

@@ -39,6 +39,8 @@ def write_csv(report, path):
         rows.append(["predicate", "", "", name, "train_count", predicate["train_count"]])
         rows.append(["predicate", "", "", name, "group", predicate["group"]])
         rows.append(["predicate", report["baseline"], "", name, "variance_share", predicate["baseline_variance_share"]])
+        rows.append(["predicate", report["baseline"], "", name, f"mR@{SPLIT_K}_std_if_held",
+                     predicate["baseline_std_if_held"]])
         for variant, entry in predicate[f"R@{SPLIT_K}"].items():
             for seed, value in entry["by_seed"].items():
                 rows.append(["predicate", variant, seed, name, f"R@{SPLIT_K}", value])

@@ -107,16 +107,22 @@ def write_markdown(report, path, plots):
                      key=lambda p: -p["baseline_variance_share"])
     if sources:
         spread_seeds = report["variance_share"]["seeds"]
+        measured_std = (floor or {}).get(f"mR@{SPLIT_K}", {}).get("baseline_std")
+        measured = "" if measured_std is None else f" (against {_pct(measured_std)} as measured)"
         lines += ["", f"Where the baseline's spread of mR@{SPLIT_K} comes from: mR@{SPLIT_K} is the mean of the "
                   f"per-predicate recalls, so its variance over seeds is the sum of their covariances divided by "
                   f"P², and each predicate's share is its row of that sum. The shares add up to 100 %; a negative "
-                  f"one is a predicate whose recall moves against the others'. The {min(5, len(sources))} largest:",
+                  f"one is a predicate whose recall moves against the others'. The last column is the std "
+                  f"mR@{SPLIT_K} would have had with that predicate's recall at its mean on every seed{measured}: how "
+                  f"far the floor would fall were that predicate decided the same way by every seed. The {min(5, len(sources))} largest shares:",
                   ""]
         rows = [[p["name"], p["group"] or "–", "–" if p["train_count"] is None else p["train_count"],
                  " / ".join(_pct(p[f"R@{SPLIT_K}"][baseline]["by_seed"][s], 0) for s in spread_seeds),
-                 f"{100 * p['baseline_variance_share']:.0f} %"] for p in sources[:5]]
+                 f"{100 * p['baseline_variance_share']:.0f} %", _pct(p["baseline_std_if_held"])]
+                for p in sources[:5]]
         lines += _table(["Predicate", "group", "training samples",
-                         f"{baseline} R@{SPLIT_K}, seeds {', '.join(map(str, spread_seeds))}", "share"], rows)
+                         f"{baseline} R@{SPLIT_K}, seeds {', '.join(map(str, spread_seeds))}", "share",
+                         f"mR@{SPLIT_K} std if held"], rows)
 
     lines += ["", f"## Head / body / tail mR@{SPLIT_K}", "", f"Split: {report['split']['rule']}.", ""]
     if split:

@@ -109,6 +109,22 @@ def mean_recall_variance_shares(recall_by_seed):
     return None if total <= 0 else (row_sums / total).tolist()
 
 
+def mean_recall_std_with_each_held(recall_by_seed):
+    """For each predicate i, the seed-to-seed std of mR@K had r_i stayed at its mean over the seeds.
+
+    Holding r_i constant removes its row and column from the covariance sum of
+    ``mean_recall_variance_shares``: Var(mR | r_i held) = (sum_jk Cov - 2 sum_j Cov(r_i, r_j) + Var r_i) / P^2.
+    This says how far the noise floor would fall if that one predicate were decided the same way on
+    every seed (e.g. a tail predicate one seed learns and the others do not). ``recall_by_seed`` as there.
+    """
+    import numpy as np
+
+    covariance = np.atleast_2d(np.cov(np.asarray(recall_by_seed, dtype=float)))
+    count = covariance.shape[0]
+    held = covariance.sum() - 2 * covariance.sum(axis=1) + np.diag(covariance)
+    return (np.sqrt(np.clip(held, 0.0, None)) / count).tolist()
+
+
 def f_at_k(recall, mean_recall):
     """F@K: the harmonic mean of R@K and mR@K (None where either is missing; 0 where both are 0)."""
     if recall is None or mean_recall is None:

@@ -6,14 +6,8 @@ must run before the host's scripts import ``sgg_benchmark``'s model builders. Th
 (``tools/sgg_benchmark_train_net.py``) calls it.
 """
 
-from ...config import ADAPTER_DEFAULTS, NODES
 from ..common import put_host_first
 from ..locate import HostLayout, locate_checkout
-
-# The nodes added under the host's ``model``: the objectives', and of the adapter's own keys the one
-# that works on this host (``gather_negatives``: PROBE's, RCL's and CLIPMATCH's negatives from every
-# process under torch.distributed), which the objectives read.
-SCHEMA_NODES = {**NODES, "SGG_PLUGINS": {"GATHER_NEGATIVES": ADAPTER_DEFAULTS["GATHER_NEGATIVES"]}}
 
 LAYOUT = HostLayout("SGG-Benchmark", "SGGB_ROOT", "sgg_benchmark",
                     ("sgg_benchmark/config/hydra_config.py", "tools/relation_train_net_hydra.py"))

@@ -23,7 +23,7 @@ from ...config import ConfigError
 from ..common import set_up_launcher_logging, split_options
 from ..locate import HostNotFoundError
 from ..structured_config import lowercase_key_names
-from . import SCHEMA_NODES
+from .schema import SCHEMA_NODES
 
 LAUNCHER_OPTIONS = ("--host-root",)
 LAUNCHER_FLAGS = ("--without-plugin",)

@@ -34,7 +34,7 @@ import logging
 import torch
 
 from ...config import NODES, ConfigError
-from . import SCHEMA_NODES
+from .schema import SCHEMA_NODES
 from ..sgb.objectives.base import Step
 from ..sgb.predictors import RegularizedPredictorMixin, stock_layout
 from ..sgb.specs import SPECS

@@ -19,7 +19,7 @@ import functools
 import os
 from pathlib import Path
 
-from . import SCHEMA_NODES
+from .schema import SCHEMA_NODES
 
 OBJECTIVES_FILE = "sgg_plugins.yaml"
 OBJECTIVE_KEYS = tuple(name.lower() for name in SCHEMA_NODES)
