@@ -153,7 +153,7 @@ def build_report(args):
         held_std = mean_recall_std_with_each_held(baseline_recalls)
     for i, predicate in enumerate(predicates):
         predicate["baseline_variance_share"] = shares[i] if shares else None
-        predicate["baseline_std_if_held"] = held_std[i] if shares else None
+        predicate["baseline_std_if_held"] = held_std[i] if shares else None  # None where shares are: mR did not move
 
     return {
         "bench_dir": ".",

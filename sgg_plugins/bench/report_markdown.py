@@ -114,7 +114,8 @@ def write_markdown(report, path, plots):
                   f"P², and each predicate's share is its row of that sum. The shares add up to 100 %; a negative "
                   f"one is a predicate whose recall moves against the others'. The last column is the std "
                   f"mR@{SPLIT_K} would have had with that predicate's recall at its mean on every seed{measured}: how "
-                  f"far the floor would fall were that predicate decided the same way by every seed. The {min(5, len(sources))} largest shares:",
+                  f"far the floor would fall were that predicate decided the same way by every seed. "
+                  f"The {min(5, len(sources))} largest shares:",
                   ""]
         rows = [[p["name"], p["group"] or "–", "–" if p["train_count"] is None else p["train_count"],
                  " / ".join(_pct(p[f"R@{SPLIT_K}"][baseline]["by_seed"][s], 0) for s in spread_seeds),

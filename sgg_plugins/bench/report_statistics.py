@@ -92,6 +92,13 @@ def detectable_difference(baseline_std, n, alpha=0.05, power=0.8):
     return result
 
 
+def _covariance_over_seeds(recall_by_seed):
+    """The P x P sample covariance (ddof=1, as the std) of the per-predicate recalls over seeds."""
+    import numpy as np
+
+    return np.atleast_2d(np.cov(np.asarray(recall_by_seed, dtype=float)))
+
+
 def mean_recall_variance_shares(recall_by_seed):
     """Each predicate's share of the seed-to-seed variance of mR@K, or None where mR@K did not vary.
 
@@ -101,9 +108,7 @@ def mean_recall_variance_shares(recall_by_seed):
     whose recall moves against the others' (a near-synonym taking recall from another).
     ``recall_by_seed``: one sequence per predicate, its recall on the same >= 2 seeds.
     """
-    import numpy as np
-
-    covariance = np.atleast_2d(np.cov(np.asarray(recall_by_seed, dtype=float)))  # sample (ddof=1), as the std
+    covariance = _covariance_over_seeds(recall_by_seed)
     row_sums = covariance.sum(axis=1)
     total = row_sums.sum()
     return None if total <= 0 else (row_sums / total).tolist()
@@ -119,7 +124,7 @@ def mean_recall_std_with_each_held(recall_by_seed):
     """
     import numpy as np
 
-    covariance = np.atleast_2d(np.cov(np.asarray(recall_by_seed, dtype=float)))
+    covariance = _covariance_over_seeds(recall_by_seed)
     count = covariance.shape[0]
     held = covariance.sum() - 2 * covariance.sum(axis=1) + np.diag(covariance)
     return (np.sqrt(np.clip(held, 0.0, None)) / count).tolist()
